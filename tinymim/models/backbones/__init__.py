@@ -1,0 +1,3 @@
+from .tinymim_vit import TinyMIMViT
+
+__all__ = ['TinyMIMViT']

@@ -1,0 +1,3 @@
+from .safe_globals import register_mmengine_safe_globals
+
+__all__ = ['register_mmengine_safe_globals']

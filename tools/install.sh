@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Sets up .venv with the tinymim stack. Idempotent: a second run only verifies.
+#
+# Environment:
+#   VENV                 venv folder (default .venv)
+#   PYTHON               interpreter used to create the venv (default python3)
+#   TORCH_SPEC           torch requirement (default torch==2.14.1)
+#   TORCHVISION_SPEC     torchvision requirement (default torchvision==0.29.1)
+#   TORCH_INDEX_URL      extra index for other CUDA builds of torch (optional)
+#   TINYMIM_WHEELHOUSE   folder with a prebuilt mmcv 2.1.0 wheel for this stack (optional)
+#   MMCV_CACHE           where a source-built mmcv wheel is cached (default ~/.cache/tinymim/wheels)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.14.1}
+TORCHVISION_SPEC=${TORCHVISION_SPEC:-torchvision==0.29.1}
+MMCV_VERSION=2.1.0
+MMCV_CACHE=${MMCV_CACHE:-$HOME/.cache/tinymim/wheels}
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+STAMP="$VENV/.tinymim-installed"
+T_ALL=$(date +%s)
+
+step() {  # step "description" command...
+  local desc=$1; shift
+  local t0; t0=$(date +%s)
+  echo "[install] $desc ..."
+  "$@"
+  echo "[install] $desc: done in $(( $(date +%s) - t0 ))s"
+}
+
+have() { "$PY" - "$@" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+name, want = sys.argv[1], sys.argv[2]
+sys.exit(0 if version(name).split('+')[0] == want else 1)
+PY
+}
+
+verify() {
+  local failed=0
+  check() {  # check "python statement" "what is broken" "how to fix"
+    if ! "$PY" -c "$1" >/tmp/tinymim-verify.log 2>&1; then
+      echo "[install] BROKEN: $2 ('$1' failed):" >&2
+      tail -n 3 /tmp/tinymim-verify.log | sed 's/^/    /' >&2
+      echo "[install] FIX: $3" >&2
+      failed=1
+    fi
+  }
+  check "import torch, torchvision" "torch/torchvision" \
+        "reinstall a matching pair: TORCH_SPEC=torch==X TORCHVISION_SPEC=torchvision==Y, then 'rm -rf $VENV && make install'"
+  check "from mmcv.ops import point_sample" "mmcv (full build with compiled ops)" \
+        "mmcv-lite or a wheel built for another torch is installed; 'pip uninstall mmcv mmcv-lite' and rerun with TINYMIM_WHEELHOUSE pointing at a matching wheel, or let this script build it from source"
+  check "import mmseg" "mmsegmentation" "mmseg 1.2.x needs mmcv>=2.0,<2.2: '$PIP install mmsegmentation==1.2.2'"
+  check "import timm" "timm" "'$VENV/bin/pip install timm'"
+  check "import tinymim" "the tinymim package" "'$VENV/bin/pip install -e .'"
+  return $failed
+}
+
+build_mmcv_wheel() {
+  # PyPI has only the mmcv sdist. It builds against torch >= 2.10 only as C++20,
+  # and only without build isolation (it imports torch in setup.py).
+  local src; src=$(mktemp -d)
+  "${PIP[@]}" download --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$src"
+  tar -xzf "$src"/mmcv-$MMCV_VERSION.tar.gz -C "$src"
+  sed -i -E 's/-std=c\+\+(14|17)/-std=c++20/g' "$src/mmcv-$MMCV_VERSION/setup.py"
+  mkdir -p "$MMCV_CACHE"
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" wheel --no-build-isolation --no-deps \
+      -w "$MMCV_CACHE" "$src/mmcv-$MMCV_VERSION"
+  rm -rf "$src"
+}
+
+install_mmcv() {
+  local wheel=""
+  for dir in ${TINYMIM_WHEELHOUSE:-} "$MMCV_CACHE"; do
+    [ -d "$dir" ] || continue
+    wheel=$(ls "$dir"/mmcv-$MMCV_VERSION-cp*-linux_*.whl 2>/dev/null | head -n 1 || true)
+    [ -n "$wheel" ] && break
+  done
+  if [ -z "$wheel" ]; then
+    echo "[install] no mmcv $MMCV_VERSION wheel in TINYMIM_WHEELHOUSE or $MMCV_CACHE; building from source (~30 min on 2 cores)"
+    build_mmcv_wheel
+    wheel=$(ls "$MMCV_CACHE"/mmcv-$MMCV_VERSION-*.whl | head -n 1)
+  fi
+  echo "[install] mmcv wheel: $wheel"
+  "${PIP[@]}" install -q --no-deps "$wheel"
+  "${PIP[@]}" install -q addict packaging pyyaml yapf
+}
+
+if [ -f "$STAMP" ] && [ -z "$(find setup.py requirements -newer "$STAMP")" ] && verify 2>/dev/null; then
+  echo "[install] $VENV is up to date (verified in $(( $(date +%s) - T_ALL ))s)"
+  exit 0
+fi
+
+[ -x "$PY" ] || step "create $VENV" "$PYTHON" -m venv "$VENV"
+step "pip, setuptools<82, wheel" "${PIP[@]}" install -q --upgrade pip "setuptools<82" wheel
+if have torch "${TORCH_SPEC#*==}" && have torchvision "${TORCHVISION_SPEC#*==}"; then
+  echo "[install] $TORCH_SPEC and $TORCHVISION_SPEC already present"
+else
+  step "$TORCH_SPEC $TORCHVISION_SPEC" "${PIP[@]}" install -q ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+      "$TORCH_SPEC" "$TORCHVISION_SPEC"
+fi
+if have mmcv "$MMCV_VERSION" && "$PY" -c "import mmcv._ext" 2>/dev/null; then
+  echo "[install] mmcv $MMCV_VERSION with compiled ops already present"
+else
+  step "mmcv $MMCV_VERSION (full, compiled ops)" install_mmcv
+fi
+# Pin torch/torchvision to what is installed: some dependency ranges would
+# otherwise let pip swap in another torch build that mmcv's ops do not match.
+CONSTRAINTS="$VENV/tinymim-constraints.txt"
+"$PY" -c "from importlib.metadata import version as v; print(f\"torch=={v('torch')}\ntorchvision=={v('torchvision')}\nsetuptools<82\")" > "$CONSTRAINTS"
+step "mmengine, mmsegmentation, timm, openmim, test tools" \
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" -r requirements/runtime.txt -r requirements/tests.txt
+step "tinymim (editable)" "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
+# mim looks for <dist location>/tinymim/.mim; a PEP 660 editable install keeps
+# only its dist-info in site-packages, so point site-packages/tinymim at the
+# source package (the build created tinymim/.mim's links to configs and tools).
+SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+[ -e "$SITE/tinymim" ] || ln -s "$ROOT/tinymim" "$SITE/tinymim"
+if ! verify; then
+  echo "[install] the stack is broken, see above" >&2
+  exit 1
+fi
+touch "$STAMP"
+echo "[install] all done in $(( $(date +%s) - T_ALL ))s"
