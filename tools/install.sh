@@ -40,25 +40,7 @@ sys.exit(0 if version(name).split('+')[0] == want else 1)
 PY
 }
 
-verify() {
-  local failed=0
-  check() {  # check "python statement" "what is broken" "how to fix"
-    if ! "$PY" -c "$1" >/tmp/tinymim-verify.log 2>&1; then
-      echo "[install] BROKEN: $2 ('$1' failed):" >&2
-      tail -n 3 /tmp/tinymim-verify.log | sed 's/^/    /' >&2
-      echo "[install] FIX: $3" >&2
-      failed=1
-    fi
-  }
-  check "import torch, torchvision" "torch/torchvision" \
-        "reinstall a matching pair: TORCH_SPEC=torch==X TORCHVISION_SPEC=torchvision==Y, then 'rm -rf $VENV && make install'"
-  check "from mmcv.ops import point_sample" "mmcv (full build with compiled ops)" \
-        "mmcv-lite or a wheel built for another torch is installed; 'pip uninstall mmcv mmcv-lite' and rerun with TINYMIM_WHEELHOUSE pointing at a matching wheel, or let this script build it from source"
-  check "import mmseg" "mmsegmentation" "mmseg 1.2.x needs mmcv>=2.0,<2.2: '$PIP install mmsegmentation==1.2.2'"
-  check "import timm" "timm" "'$VENV/bin/pip install timm'"
-  check "import tinymim" "the tinymim package" "'$VENV/bin/pip install -e .'"
-  return $failed
-}
+verify() { "$PY" tools/check_install.py; }
 
 build_mmcv_wheel() {
   # PyPI has only the mmcv sdist. It builds against torch >= 2.10 only as C++20,
@@ -90,7 +72,7 @@ install_mmcv() {
   "${PIP[@]}" install -q addict packaging pyyaml yapf
 }
 
-if [ -f "$STAMP" ] && [ -z "$(find setup.py requirements -newer "$STAMP")" ] && verify 2>/dev/null; then
+if [ -f "$STAMP" ] && [ -z "$(find setup.py requirements -newer "$STAMP")" ] && verify >/dev/null 2>&1; then
   echo "[install] $VENV is up to date (verified in $(( $(date +%s) - T_ALL ))s)"
   exit 0
 fi

@@ -1,0 +1,38 @@
+"""The install script verifies the stack and names what is broken."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _check(env=None):
+    return subprocess.run([sys.executable, str(ROOT / 'tools/check_install.py')], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
+
+
+def test_stack_verifies():
+    res = _check()
+    assert res.returncode == 0, res.stderr
+    assert 'stack OK' in res.stdout and 'mmseg 1.2' in res.stdout
+
+
+def test_broken_mmcv_ops_are_named_with_a_fix(tmp_path):
+    # An mmcv whose compiled ops do not match torch fails exactly like this.
+    fake = tmp_path / 'mmcv' / 'ops'
+    fake.mkdir(parents=True)
+    (tmp_path / 'mmcv' / '__init__.py').write_text("__version__ = '2.1.0'\n")
+    (fake / '__init__.py').write_text("raise ImportError('mmcv/_ext.so: undefined symbol: _ZN3c10')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    res = _check(env)
+    assert res.returncode == 1
+    assert 'BROKEN: mmcv (full build with compiled ops)' in res.stderr
+    assert 'undefined symbol' in res.stderr and 'FIX:' in res.stderr
+
+
+def test_second_install_run_only_verifies():
+    res = subprocess.run(['bash', str(ROOT / 'tools/install.sh')], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, VENV=str(Path(sys.executable).parents[1])))
+    assert res.returncode == 0, res.stderr
+    assert 'up to date' in res.stdout

@@ -1,0 +1,43 @@
+"""Verify the tinymim stack imports; name the broken piece and the fix.
+
+Run by ``tools/install.sh`` after installing (and on every later run).
+Exits non-zero when any check fails.
+"""
+import importlib
+import sys
+import traceback
+
+CHECKS = [
+    ('torch', 'import torch, torchvision', 'torch/torchvision',
+     'install a matching pair, e.g. TORCH_SPEC=torch==2.14.1 TORCHVISION_SPEC=torchvision==0.29.1 make install '
+     '(remove .venv first)'),
+    ('mmcv', 'from mmcv.ops import point_sample', 'mmcv (full build with compiled ops)',
+     'mmcv-lite, or an mmcv wheel built for another torch, is installed: run '
+     "'.venv/bin/pip uninstall -y mmcv mmcv-lite' and 'make install' again with TINYMIM_WHEELHOUSE pointing at a "
+     'wheel built for this torch, or without it to build mmcv 2.1.0 from source'),
+    ('mmseg', 'import mmseg', 'mmsegmentation',
+     "mmseg 1.2.x needs mmcv>=2.0,<2.2 and ftfy/regex: '.venv/bin/pip install mmsegmentation==1.2.2 ftfy regex'"),
+    ('timm', 'import timm', 'timm', "'.venv/bin/pip install timm'"),
+    ('tinymim', 'import tinymim', 'the tinymim package', "'.venv/bin/pip install -e .' from the repository root"),
+]
+
+
+def main() -> int:
+    failed = 0
+    for _, statement, piece, fix in CHECKS:
+        try:
+            exec(statement, {})
+        except Exception as e:  # noqa: BLE001 - any failure to import is a broken install
+            failed += 1
+            last = traceback.format_exception_only(type(e), e)[-1].strip()
+            print(f'[install] BROKEN: {piece}: `{statement}` failed: {last}', file=sys.stderr)
+            print(f'[install] FIX: {fix}', file=sys.stderr)
+    if not failed:
+        versions = {m: importlib.import_module(m).__version__ for m in
+                    ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmseg', 'timm', 'tinymim')}
+        print('[install] stack OK: ' + ', '.join(f'{k} {v}' for k, v in versions.items()))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
