@@ -20,8 +20,13 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
-from .pos_embed import (relative_bias_table_size, relative_position_index, resize_pos_embed,
-                        resize_relative_bias_table, sincos_2d_pos_embed)
+from .pos_embed import (
+    relative_bias_table_size,
+    relative_position_index,
+    resize_pos_embed,
+    resize_relative_bias_table,
+    sincos_2d_pos_embed,
+)
 
 # embed_dims / num_layers / num_heads (and patch size where it is not 16).
 ARCH_ZOO = {
@@ -160,13 +165,17 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward_parts(self, x: torch.Tensor, grid: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+    def forward_parts(self, x: torch.Tensor, grid: Tuple[int, int],
+                      outputs: Iterable[str] = FEATURE_OUTPUTS) -> Dict[str, torch.Tensor]:
         """The block's attention stage Ĥ = x + MHSA(LN(x)), FFN output
         H̃ = FFN(LN(Ĥ)) and output F = Ĥ + H̃ (residual branches scaled and
-        dropped as in ``forward``)."""
-        attn = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), grid)))
-        ffn = self.mlp(self.norm2(attn))
-        return dict(attn=attn, ffn=ffn, block=attn + self.drop_path2(self.ls2(ffn)))
+        dropped as in ``forward``). With only 'attn' asked for, the FFN
+        does not run."""
+        parts = dict(attn=x + self.drop_path1(self.ls1(self.attn(self.norm1(x), grid))))
+        if set(outputs) & {'ffn', 'block'}:
+            parts['ffn'] = self.mlp(self.norm2(parts['attn']))
+            parts['block'] = parts['attn'] + self.drop_path2(self.ls2(parts['ffn']))
+        return {name: parts[name] for name in outputs if name in parts}
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), grid)))
@@ -192,7 +201,8 @@ class VisionTransformer(BaseModule):
             (0 -> rate over depth) or ``'constant'`` (rate on every block).
         final_norm: build the final ``norm``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads any
-            supported checkpoint format (see ``tinymim.models.checkpoint``).
+            supported checkpoint format (see ``tinymim.models.checkpoint``);
+            optional ``prefix``, ``map_location`` and ``fresh_keys``.
     """
 
     num_prefix_tokens = 1
@@ -270,7 +280,8 @@ class VisionTransformer(BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             from .checkpoint import load_vit_checkpoint
-            load_vit_checkpoint(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
+            load_vit_checkpoint(self, cfg['checkpoint'], map_location=cfg.get('map_location', 'cpu'),
+                                prefix=cfg.get('prefix'), fresh_keys=cfg.get('fresh_keys', ()))
             self._is_init = True
         else:
             super().init_weights()
@@ -352,8 +363,7 @@ class VisionTransformer(BaseModule):
             q, k, v = blk.attn.split_heads(blk.norm1(tokens), num_heads or self.relation_heads)
             result.update((name, t) for name, t in zip(QKV_OUTPUTS, (q, k, v)) if name in outputs)
         if set(outputs) & set(FEATURE_OUTPUTS):
-            parts = blk.forward_parts(tokens, grid)
-            result.update((name, parts[name]) for name in FEATURE_OUTPUTS if name in outputs)
+            result.update(blk.forward_parts(tokens, grid, [n for n in FEATURE_OUTPUTS if n in outputs]))
         return result
 
     def forward_features(self, x: torch.Tensor, token_index: Optional[torch.Tensor] = None) -> torch.Tensor:

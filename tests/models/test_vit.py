@@ -1,0 +1,220 @@
+"""The ViT against timm's, the relation/feature taps against hand-written math."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmseg.registry import MODELS
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+from tinymim.models import TinyMIMViT, VisionTransformer
+from tinymim.models.pos_embed import resize_pos_embed
+from tinymim.models.vit import ARCH_ZOO
+
+SMALL_ARCH = dict(embed_dims=48, num_layers=3, num_heads=3)
+
+
+def perturb_(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """Random biases, norms and tokens too (Linear/conv weights are random already)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() < 2 or name in ('cls_token', 'pos_embed'):
+                p.add_(torch.randn_like(p) * std)
+    return model.eval()
+
+
+def timm_twin(model: VisionTransformer, img_size, **kwargs) -> TimmViT:
+    """timm's ViT with the same shape and weights (timm accepts our state dict as is).
+
+    Built on the meta device and given our tensors, so timm's own init costs nothing.
+    """
+    twin = TimmViT(img_size=img_size, patch_size=model.patch_size, embed_dim=model.embed_dims,
+                   depth=model.num_layers, num_heads=model.num_heads, num_classes=0, weight_init='skip',
+                   final_norm=model.norm is not None, device='meta', **kwargs)
+    state = {k: v.clone() for k, v in model.state_dict().items() if 'relative_position' not in k}
+    twin.load_state_dict(state, assign=True)
+    return twin.eval()
+
+
+def timm_block_outputs(twin: TimmViT, x: torch.Tensor) -> list:
+    tokens = twin.norm_pre(twin._pos_embed(twin.patch_embed(x)))
+    outs = []
+    for blk in twin.blocks:
+        tokens = blk(tokens)
+        outs.append(tokens)
+    return outs
+
+
+@pytest.mark.parametrize('img_size', [224, 512])
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
+@torch.no_grad()
+def test_block_outputs_match_timm(arch, img_size):
+    model = perturb_(VisionTransformer(arch, img_size=img_size))
+    twin = timm_twin(model, img_size)
+    x = torch.randn(1, 3, img_size, img_size)
+    ours = model.forward_blocks(x, range(model.num_layers))
+    ref = timm_block_outputs(twin, x)
+    diffs = [(ours[i] - ref[i]).abs().max().item() for i in range(model.num_layers)]
+    assert max(diffs) <= 1e-5, diffs
+    assert (twin.norm(ref[-1]) - model.norm(ours[model.num_layers - 1])).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_backbone_with_zero_rel_bias_and_unit_layer_scale_equals_timm_at_init():
+    backbone = TinyMIMViT('tiny', img_size=224, use_rel_pos_bias=True, layer_scale_init_value=1.0).eval()
+    assert all(not b.attn.relative_position_bias_table.any() for b in backbone.blocks)
+    twin = timm_twin(backbone, 224, init_values=1.0)
+    x = torch.randn(1, 3, 224, 224)
+    maps = backbone(x)
+    ref = timm_block_outputs(twin, x)
+    assert len(maps) == 4
+    for i, fmap in zip(backbone.out_indices, maps):
+        assert fmap.shape == (1, 192, 14, 14)
+        expected = ref[i][:, 1:].transpose(1, 2).reshape(1, 192, 14, 14)
+        assert (fmap - expected).abs().max() <= 1e-5
+
+
+def naive_relations(q_or_v_source: torch.Tensor, block, heads: int):
+    """softmax(QKᵀ/√d) and softmax(VVᵀ/√d) from LN1 and the qkv weights, by hand."""
+    b, n, c = q_or_v_source.shape
+    x = F.layer_norm(q_or_v_source, (c,), block.norm1.weight, block.norm1.bias, block.norm1.eps)
+    qkv = x @ block.attn.qkv.weight.T + block.attn.qkv.bias
+    q, k, v = (qkv[..., i * c:(i + 1) * c].reshape(b, n, heads, c // heads).transpose(1, 2) for i in range(3))
+    d = c // heads
+    return (torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1),
+            torch.softmax(v @ v.transpose(-1, -2) / math.sqrt(d), dim=-1))
+
+
+@pytest.mark.parametrize('block_index,heads', [(0, None), (2, None), (2, 6), (1, 12)])
+@torch.no_grad()
+def test_tap_relations_equal_naive_softmax(block_index, heads):
+    model = perturb_(VisionTransformer(SMALL_ARCH, img_size=64))
+    twin = timm_twin(model, 64)
+    x = torch.randn(2, 3, 64, 64)
+    tap = model.forward_tap(x, block_index, ('q', 'k', 'v'), num_heads=heads)
+    split = heads or SMALL_ARCH['num_heads']
+    d = SMALL_ARCH['embed_dims'] // split
+    assert tap['q'].shape == (2, split, 17, d)
+    before = twin.norm_pre(twin._pos_embed(twin.patch_embed(x)))
+    for blk in twin.blocks[:block_index]:
+        before = blk(before)
+    ref_qk, ref_vv = naive_relations(before, model.blocks[block_index], split)
+    qk = torch.softmax(tap['q'] @ tap['k'].transpose(-1, -2) / math.sqrt(d), dim=-1)
+    vv = torch.softmax(tap['v'] @ tap['v'].transpose(-1, -2) / math.sqrt(d), dim=-1)
+    torch.testing.assert_close(qk, ref_qk, rtol=0, atol=1e-6)
+    torch.testing.assert_close(vv, ref_vv, rtol=0, atol=1e-6)
+
+
+def test_relation_heads_default_and_validation():
+    model = VisionTransformer(SMALL_ARCH, img_size=32, relation_heads=12)
+    assert model.forward_tap(torch.randn(1, 3, 32, 32), -1, ('k',))['k'].shape == (1, 12, 5, 4)
+    with pytest.raises(ValueError, match='does not divide'):
+        model.forward_tap(torch.randn(1, 3, 32, 32), 0, ('q',), num_heads=5)
+    with pytest.raises(ValueError, match='out of range'):
+        model.forward_tap(torch.randn(1, 3, 32, 32), 3)
+    with pytest.raises(ValueError, match='unknown tap outputs'):
+        model.forward_tap(torch.randn(1, 3, 32, 32), 0, ('qk',))
+
+
+@torch.no_grad()
+def test_feature_taps_equal_block_parts():
+    model = perturb_(VisionTransformer(SMALL_ARCH, img_size=32, layer_scale_init_value=0.5))
+    x = torch.randn(2, 3, 32, 32)
+    feats = model.forward_tap(x, 1, ('attn', 'ffn', 'block'))
+    block_out = model.forward_blocks(x, [1])[1]
+    torch.testing.assert_close(feats['block'], block_out, rtol=0, atol=1e-6)
+    blk = model.blocks[1]
+    torch.testing.assert_close(feats['block'], feats['attn'] + blk.ls2(feats['ffn']), rtol=0, atol=1e-6)
+
+
+def fired_modules(model: nn.Module, run) -> set:
+    fired = set()
+    handles = [m.register_forward_hook(lambda mod, i, o, name=name: fired.add(name))
+               for name, m in model.named_modules() if name]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return fired
+
+
+@pytest.mark.parametrize('outputs,must_not_run', [
+    (('q', 'k', 'v'), ['blocks.1.attn.proj', 'blocks.1.norm2', 'blocks.1.mlp']),
+    (('attn',), ['blocks.1.norm2', 'blocks.1.mlp']),
+    (('block',), []),
+])
+@torch.no_grad()
+def test_tap_computes_nothing_past_the_tapped_block(outputs, must_not_run):
+    model = VisionTransformer(SMALL_ARCH, img_size=32)
+    fired = fired_modules(model, lambda: model.forward_tap(torch.randn(1, 3, 32, 32), 1, outputs))
+    later = [n for n in fired if n.startswith(('blocks.2', 'norm')) or n in must_not_run
+             or any(n.startswith(m + '.') for m in must_not_run)]
+    assert later == []
+    assert {'patch_embed', 'blocks.0', 'blocks.1.norm1', 'blocks.1.attn.qkv'} <= fired
+
+
+@torch.no_grad()
+def test_run_time_pos_embed_resize_non_square():
+    model = perturb_(VisionTransformer(SMALL_ARCH, img_size=64))  # built for a 4x4 grid
+    x = torch.randn(1, 3, 48, 80)  # a 3x5 grid
+    pos = resize_pos_embed(model.pos_embed, (3, 5), (4, 4))
+    twin = timm_twin(VisionTransformer(SMALL_ARCH, img_size=(48, 80)), (48, 80))
+    twin.load_state_dict({**model.state_dict(), 'pos_embed': pos})  # model's weights, resized table
+    ours = model.forward_blocks(x, [2])[2]
+    assert ours.shape == (1, 16, 48)
+    assert (ours - timm_block_outputs(twin, x)[2]).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+def test_run_time_rel_bias_resize_non_square():
+    backbone = perturb_(TinyMIMViT(SMALL_ARCH, img_size=64, use_rel_pos_bias=True, out_indices=(2,)))
+    maps = backbone(torch.randn(2, 3, 48, 80))
+    assert maps[0].shape == (2, 48, 3, 5)
+    assert torch.isfinite(maps[0]).all()
+
+
+def test_input_not_divisible_by_patch_raises():
+    model = VisionTransformer(SMALL_ARCH, img_size=32)
+    with pytest.raises(ValueError, match=r'input size 40x33 is not divisible by the patch size 16'):
+        model(torch.randn(1, 3, 40, 33))
+    with pytest.raises(ValueError, match='not divisible by the patch size'):
+        VisionTransformer(SMALL_ARCH, img_size=100)
+
+
+def test_arch_zoo_and_options():
+    assert {k: (v['embed_dims'], v['num_layers'], v['num_heads']) for k, v in ARCH_ZOO.items()} == {
+        'tiny': (192, 12, 3), 'small': (384, 12, 6), 'base': (768, 12, 12), 'large': (1024, 24, 16),
+        'huge': (1280, 32, 16)}
+    with pytest.raises(ValueError, match='unknown ViT arch'):
+        VisionTransformer('giant')
+    with pytest.raises(ValueError, match='needs keys'):
+        VisionTransformer(dict(embed_dims=64))
+    model = VisionTransformer(SMALL_ARCH, img_size=32, num_heads=6, drop_path_rate=0.2,
+                              drop_path_schedule='constant', pos_embed_type='sincos')
+    assert model.blocks[0].attn.num_heads == 6
+    assert [b.drop_path1.drop_prob for b in model.blocks] == pytest.approx([0.2] * 3)
+    assert not model.pos_embed.requires_grad
+    linear = VisionTransformer(SMALL_ARCH, img_size=32, drop_path_rate=0.2)
+    assert isinstance(linear.blocks[0].drop_path1, nn.Identity)
+    assert linear.blocks[2].drop_path1.drop_prob == pytest.approx(0.2)
+
+
+def test_layer_depth_and_no_weight_decay():
+    model = VisionTransformer(SMALL_ARCH, img_size=32, use_rel_pos_bias=True)
+    assert model.get_layer_depth('cls_token') == (0, 5)
+    assert model.get_layer_depth('patch_embed.proj.weight') == (0, 5)
+    assert model.get_layer_depth('blocks.2.mlp.fc1.weight') == (3, 5)
+    assert model.get_layer_depth('norm.weight') == (4, 5)
+    assert model.get_layer_depth('backbone.blocks.0.norm1.weight', prefix='backbone.') == (1, 5)
+    assert model.get_layer_depth('decode_head.conv_seg.weight', prefix='backbone.') == (4, 5)
+    assert {'cls_token', 'pos_embed', 'blocks.0.attn.relative_position_bias_table'} <= model.no_weight_decay()
+
+
+def test_backbone_out_indices_and_registry():
+    backbone = MODELS.build(dict(type='TinyMIMViT', arch=SMALL_ARCH, img_size=32, out_indices=(0, -1)))
+    assert backbone.out_indices == (0, 2)
+    assert [m.shape for m in backbone(torch.randn(1, 3, 32, 64))] == [(1, 48, 2, 4)] * 2
+    with pytest.raises(ValueError, match='out of range'):
+        TinyMIMViT(SMALL_ARCH, img_size=32, out_indices=(3,))

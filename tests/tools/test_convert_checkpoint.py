@@ -1,0 +1,86 @@
+"""tools/convert_checkpoint.py: any supported format -> ours or timm's."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from mmseg.models.backbones import BEiT
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+from tinymim.models import TinyMIMViT, VisionTransformer
+from tinymim.models.checkpoint import load_vit_checkpoint, read_checkpoint
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'convert_checkpoint.py'
+spec = importlib.util.spec_from_file_location('convert_checkpoint', TOOL)
+convert_checkpoint = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(convert_checkpoint)
+
+ARCH = dict(embed_dims=64, num_layers=2, num_heads=2)
+
+
+def random_vit(**kwargs):
+    model = VisionTransformer(ARCH, img_size=64, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_checkpoint.main(['--help'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert 'usage:' in out and '--to {tinymim,timm}' in out and '--img-size' in out
+
+
+@torch.no_grad()
+def test_official_mae_to_timm_loads_into_timm(tmp_path):
+    src = random_vit()
+    torch.save({'model': src.state_dict()}, tmp_path / 'mae.pth')
+    convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'timm.pth'), '--to', 'timm'])
+    state = torch.load(tmp_path / 'timm.pth', weights_only=True)
+    timm_vit = TimmViT(img_size=64, embed_dim=64, depth=2, num_heads=2, num_classes=0).eval()
+    timm_vit.load_state_dict(state)  # strict: exactly timm's keys
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(timm_vit.forward_features(x), src(x), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_mmseg_beit_to_tinymim_format_with_resize(tmp_path):
+    beit = BEiT(img_size=64, embed_dims=64, num_layers=2, num_heads=2, out_indices=(1,),
+                norm_cfg=dict(type='LN', eps=1e-6))
+    for p in beit.parameters():
+        p.add_(torch.randn_like(p) * 0.1)
+    torch.save({'state_dict': {'backbone.' + k: v.half() for k, v in beit.state_dict().items()}},
+               tmp_path / 'upernet_beit.pth')
+    dst = tmp_path / 'out' / 'beit-128.pth'
+    convert_checkpoint.main([str(tmp_path / 'upernet_beit.pth'), str(dst), '--img-size', '128'])
+    converted = read_checkpoint(str(dst))
+    meta = converted['meta']
+    assert meta['format'] == 'tinymim-vit' and meta['grid_size'] == [8, 8] and meta['arch'] is None
+    assert "'backbone.' weights, mmseg BEiT keys" in meta['source_format']
+    state = converted['state_dict']
+    assert state['pos_embed'].shape == (1, 65, 64) and state['pos_embed'].dtype == torch.float16
+    assert state['blocks.0.attn.relative_position_bias_table'].shape == (15 * 15 + 3, 2)
+    model = TinyMIMViT(ARCH, img_size=128, out_indices=(1,), use_rel_pos_bias=True, layer_scale_init_value=1.)
+    assert load_vit_checkpoint(model, str(dst))['fresh'] == []
+
+
+def test_distiller_checkpoint_with_zoo_arch(tmp_path):
+    student = VisionTransformer('tiny', img_size=32)
+    torch.save({'state_dict': {'student.' + k: v for k, v in student.state_dict().items()}, 'meta': {}},
+               tmp_path / 'iter_100.pth')
+    out = convert_checkpoint.convert(str(tmp_path / 'iter_100.pth'), str(tmp_path / 'vit-t.pth'))
+    assert out['meta']['arch'] == 'tiny' and out['meta']['grid_size'] == [2, 2]
+    torch.testing.assert_close(out['state_dict']['blocks.11.mlp.fc2.weight'],
+                               student.state_dict()['blocks.11.mlp.fc2.weight'], rtol=0, atol=0)
+
+
+def test_wrong_arch_and_same_path_raise(tmp_path):
+    torch.save({'model': random_vit().state_dict()}, tmp_path / 'mae.pth')
+    with pytest.raises(ValueError, match='has 2 blocks but the model has 12'):
+        convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'out.pth'), '--arch', 'small'])
+    with pytest.raises(ValueError, match='refusing to overwrite'):
+        convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'mae.pth')])
+    assert not (tmp_path / 'out.pth').exists()
