@@ -1,0 +1,231 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from distill_helpers import TINY_STUDENT, TINY_TEACHER, distiller_cfg, naive_relation_kl, write_teacher
+from mmseg.registry import MODELS
+
+from tinymim.models.distillers.tinymim_distiller import random_token_index
+from tinymim.models.losses import feature_loss
+
+
+@pytest.fixture(scope='module')
+def teacher_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp('teacher') / 'mae_tiny.pth'
+    write_teacher(path)
+    return path
+
+
+def build(teacher_path, **kwargs):
+    return MODELS.build(distiller_cfg(teacher_path, **kwargs))
+
+
+# ---------------------------------------------------- by-hand reference parts
+def tokens_before(vit, x, block, token_index=None):
+    """Tokens entering 1-based ``block``, through the ViT's full blocks."""
+    tokens, grid = vit.embed(x, token_index)
+    for blk in vit.blocks[:block - 1]:
+        tokens = blk(tokens, grid)
+    return tokens, grid
+
+
+def qkv_by_hand(vit, x, block, heads, token_index=None):
+    tokens, _ = tokens_before(vit, x, block, token_index)
+    blk = vit.blocks[block - 1]
+    h = F.layer_norm(tokens, (vit.embed_dims,), blk.norm1.weight, blk.norm1.bias, eps=1e-6)
+    qkv = h @ blk.attn.qkv.weight.T + blk.attn.qkv.bias
+    b, n, _ = h.shape
+    return [t.reshape(b, n, heads, -1).transpose(1, 2) for t in qkv.chunk(3, dim=-1)]
+
+
+def parts_by_hand(vit, x, block):
+    tokens, grid = tokens_before(vit, x, block)
+    return vit.blocks[block - 1].forward_parts(tokens, grid)
+
+
+def merged(t):
+    return t.transpose(1, 2).flatten(2)
+
+
+# --------------------------------------------------------------------- tests
+def test_default_is_qk_vv_and_equals_naive_kl(teacher_path):
+    model = build(teacher_path).eval()  # eval: no drop path, so the by-hand pass is the same function
+    x = torch.randn(2, 3, 32, 32)
+    losses = model(x)
+    assert set(losses) == {'loss_qk', 'loss_vv'}
+    assert model.relation_heads == TINY_TEACHER['num_heads']
+    tq, tk, tv = qkv_by_hand(model.teacher, x, 2, 4)
+    sq, sk, sv = qkv_by_hand(model.student, x, 2, 4)  # student split into the teacher's 4 heads
+    assert abs(losses['loss_qk'].item() - naive_relation_kl(sq, sk, tq, tk).item()) < 1e-5
+    assert abs(losses['loss_vv'].item() - naive_relation_kl(sv, sv, tv, tv).item()) < 1e-5
+
+
+def test_two_views_go_to_their_models(teacher_path):
+    model = build(teacher_path).eval()
+    xt, xs = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    loss = model(dict(teacher=xt, student=xs))['loss_qk']
+    tq, tk, _ = qkv_by_hand(model.teacher, xt, 2, 4)
+    sq, sk, _ = qkv_by_hand(model.student, xs, 2, 4)
+    assert abs(loss.item() - naive_relation_kl(sq, sk, tq, tk).item()) < 1e-5
+    with pytest.raises(KeyError, match='student'):
+        model(dict(teacher=xt))
+
+
+def test_teacher_frozen_outside_optimizer_and_checkpoint(teacher_path):
+    model = build(teacher_path)
+    model.train()
+    assert not model.teacher.training and model.student.training
+    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in model.parameters()}
+    assert all(k.startswith('student.') for k in model.state_dict())
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    # The checkpoint resumes into a fresh model; the teacher comes from its path.
+    fresh = build(teacher_path)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    # .to()/.double() move the teacher with the model.
+    model.double()
+    assert next(model.teacher.parameters()).dtype == torch.float64
+
+
+def test_unused_student_tail_is_frozen(teacher_path):
+    student = dict(arch=dict(TINY_STUDENT, num_layers=3), img_size=32, pos_embed_type='sincos')
+    model = build(teacher_path, student=student, student_block=2)
+    model.train()
+    sum(model(torch.randn(2, 3, 32, 32)).values()).backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trainable == with_grad  # what trains gets gradient: DDP needs no find_unused_parameters
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert 'student.blocks.1.attn.qkv.weight' in trainable and 'student.blocks.0.mlp.fc2.weight' in trainable
+    for name in ('student.blocks.1.attn.proj.weight', 'student.blocks.1.mlp.fc1.weight',
+                 'student.blocks.1.norm2.weight', 'student.blocks.2.attn.qkv.weight', 'student.norm.weight',
+                 'student.pos_embed'):
+        assert name in frozen
+
+
+def test_loss_halves_quickly_and_teacher_stays_bit_identical(teacher_path):
+    model = build(teacher_path)
+    model.train()
+    before = copy.deepcopy(model.teacher.state_dict())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    x = torch.randn(4, 3, 32, 32)
+    first = None
+    for step in range(100):
+        loss = sum(model(x).values())
+        first = first if first is not None else loss.item()
+        if loss.item() < first / 2:
+            break
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first / 2, f'loss {first:.4f} -> {loss.item():.4f} after {step} steps'
+    after = model.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+SWITCHES = {
+    'relation_qq_kk': dict(targets=[dict(type='relation', pairs=('qq', 'kk'))]),
+    'feature_block': dict(targets=[dict(type='feature', feature='block')]),
+    'feature_attn': dict(targets=[dict(type='feature', feature='attn', loss='cosine')]),
+    'feature_ffn': dict(targets=[dict(type='feature', feature='ffn')]),
+    'feature_q': dict(targets=[dict(type='feature', feature='q', loss='cosine')]),
+    'feature_k': dict(targets=[dict(type='feature', feature='k')]),
+    'feature_v': dict(targets=[dict(type='feature', feature='v')]),
+    'cls': dict(targets=[dict(type='cls')]),
+    'masked_input': dict(mask_ratio=0.5),
+}
+
+
+def expected_losses(model, x, switch, token_index=None):
+    t, s = model.teacher, model.student
+    if switch == 'relation_qq_kk':
+        tq, tk, _ = qkv_by_hand(t, x, 2, 4)
+        sq, sk, _ = qkv_by_hand(s, x, 2, 4)
+        return dict(loss_qq=naive_relation_kl(sq, sq, tq, tq), loss_kk=naive_relation_kl(sk, sk, tk, tk))
+    if switch.startswith('feature_'):
+        feature, target = switch[len('feature_'):], next(iter(model.targets.values()))
+        if feature in 'qkv':
+            st, tt = (merged(qkv_by_hand(vit, x, 2, 4)['qkv'.index(feature)]) for vit in (s, t))
+        else:
+            st, tt = parts_by_hand(s, x, 2)[feature], parts_by_hand(t, x, 2)[feature]
+        return {f'loss_feat_{feature}': feature_loss(target.proj(st), tt, target.loss)}
+    if switch == 'cls':
+        target = model.targets['cls']
+        return dict(loss_cls=feature_loss(target.proj(s.forward_features(x)[:, 0]), t.forward_features(x)[:, 0], 'kl'))
+    # masked input: student sees the kept patches; teacher relations restricted to CLS + the same patches
+    keep = torch.cat([torch.zeros(x.shape[0], 1, dtype=torch.long), token_index + 1], dim=1)
+    tq, tk, tv = (r[:, :, keep[0]] if x.shape[0] == 1 else torch.stack([r[i][:, keep[i]] for i in range(x.shape[0])])
+                  for r in qkv_by_hand(t, x, 2, 4))
+    sq, sk, sv = qkv_by_hand(s, x, 2, 4, token_index)
+    return dict(loss_qk=naive_relation_kl(sq, sk, tq, tk), loss_vv=naive_relation_kl(sv, sv, tv, tv))
+
+
+@pytest.mark.parametrize('switch', list(SWITCHES))
+def test_target_switch(teacher_path, switch):
+    model = build(teacher_path, **SWITCHES[switch]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    losses = model(x)
+    token_index = None
+    if switch == 'masked_input':
+        torch.manual_seed(1)
+        token_index = random_token_index(2, 4, 0.5, x.device)
+        assert token_index.shape == (2, 2)
+    expected = expected_losses(model, x, switch, token_index)
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        assert abs(losses[name].item() - value.item()) < 1e-5, name
+    sum(losses.values()).backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {n for n, p in model.named_parameters() if p.requires_grad}
+    if switch == 'cls':
+        assert 'student.norm.weight' in grads
+    if switch in ('feature_block', 'feature_ffn'):
+        assert 'student.blocks.1.mlp.fc2.weight' in grads
+    if switch.startswith('feature_') or switch == 'cls':
+        assert any(n.startswith('targets.') for n in grads)  # the 32 -> 64 projection trains
+
+
+def test_tensor_mode_returns_relations(teacher_path):
+    model = build(teacher_path).eval()
+    out = model(torch.randn(2, 3, 32, 32), mode='tensor')
+    for role in ('teacher', 'student'):
+        assert out[role]['relation_qk'].shape == (2, 4, 5, 5)
+        torch.testing.assert_close(out[role]['relation_vv'].sum(-1), torch.ones(2, 4, 5))
+    with pytest.raises(ValueError, match="mode='loss'"):
+        model(torch.randn(1, 3, 32, 32), mode='predict')
+
+
+BAD = [
+    (dict(teacher_block=4), ValueError, r'teacher_block=4 is not a block of the teacher \(blocks are numbered 1..3'),
+    (dict(teacher_block=0), ValueError, 'numbered 1..3'),
+    (dict(student_block=3), ValueError, 'student_block=3'),
+    (dict(relation_heads=3), ValueError, 'relation_heads=3 does not divide the width embed_dims=64'),
+    (dict(student=dict(arch=TINY_STUDENT, num_heads=5)), ValueError, 'student: num_heads=5 does not divide'),
+    (dict(targets=[dict(type='feature', feature='block', project=False)]), ValueError,
+     'teacher is 64 wide and the student 32'),
+    (dict(targets=[dict(type='attention')]), ValueError, "unknown target type 'attention'"),
+    (dict(targets=[dict(type='feature', feature='mlp')]), ValueError, "unknown feature target 'mlp'"),
+    (dict(targets=[dict(type='relation', pairs=('qx',))]), ValueError, 'two letters of q/k/v'),
+    (dict(targets=[dict(type='feature', feature='q', loss='l2')]), ValueError, "unknown loss 'l2'"),
+    (dict(targets=[dict(type='relation', pairs=('qk',)), dict(type='relation', pairs=('qk',))]), ValueError,
+     'repeat the losses'),
+    (dict(targets=[]), ValueError, 'targets is empty'),
+    (dict(mask_ratio=1.0), ValueError, 'mask_ratio'),
+]
+
+
+@pytest.mark.parametrize('kwargs,error,message', BAD)
+def test_bad_configs_fail_at_build(teacher_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        build(teacher_path, **kwargs)
+
+
+def test_missing_teacher_checkpoint_names_the_path(tmp_path):
+    missing = tmp_path / 'nope' / 'mae_pretrain_vit_large.pth'
+    with pytest.raises(FileNotFoundError, match='mae_pretrain_vit_large.pth does not exist'):
+        build(missing)
+    with pytest.raises(ValueError, match='teacher.checkpoint is required'):
+        build(None)

@@ -1,0 +1,268 @@
+"""TinyMIM relation distillation as an mmengine model (spec §2).
+
+Block numbers in the config are 1-based, as in the paper ("block 18 of 24");
+``teacher_block=18`` is ``blocks[17]``.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmseg.registry import MODELS
+
+from ..checkpoint import load_vit_checkpoint
+from ..losses import relation_matrix
+from ..vit import VisionTransformer, check_heads
+from .targets import ClsTarget, Taps, build_target, uses_qkv
+
+DEFAULT_TARGETS = (dict(type='relation', pairs=('qk', 'vv'), weight=1.0),)
+
+
+def _build_vit(cfg: dict, role: str) -> VisionTransformer:
+    try:
+        return VisionTransformer(**cfg)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{role}: {err}') from err
+
+
+def _check_block(block: Optional[int], depth: int, role: str) -> int:
+    """A 1-based block number (``None``: the last block) checked against the depth."""
+    if block is None:
+        return depth
+    if not isinstance(block, int) or not 1 <= block <= depth:
+        raise ValueError(f'{role}_block={block!r} is not a block of the {role} (blocks are numbered 1..{depth}, '
+                         'as in the paper: "block 18 of 24")')
+    return block
+
+
+def random_token_index(batch: int, num_patches: int, mask_ratio: float, device) -> torch.Tensor:
+    """MAE random masking: the (B, K) patch indices kept, K = int(L * (1 - ratio)), sorted."""
+    keep = max(1, int(num_patches * (1 - mask_ratio)))
+    noise = torch.rand(batch, num_patches, device=device)
+    return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+
+
+def keep_tokens(taps: Taps, token_index: torch.Tensor) -> Taps:
+    """Restrict teacher taps to CLS + the student's kept patches, so both
+    relations are over the same token set (softmax over the kept keys)."""
+    index = torch.cat([token_index.new_zeros(token_index.shape[0], 1), token_index + 1], dim=1)
+    out = {}
+    for name, x in taps.items():
+        if name == 'cls':
+            out[name] = x
+            continue
+        if x.dim() == 4:  # (B, heads, N, d)
+            out[name] = torch.gather(x, 2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+        else:  # (B, N, C)
+            out[name] = torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
+    return out
+
+
+def run_vit(vit: VisionTransformer, x: torch.Tensor, block_index: int, outputs: Sequence[str],
+            num_heads: Optional[int], token_index: Optional[torch.Tensor] = None, with_cls: bool = False) -> Taps:
+    """``forward_tap`` outputs of block ``block_index`` (0-based), plus the CLS
+    token after the final norm (``'cls'``) when ``with_cls``: then the tapped
+    block's output is taken and the remaining blocks run."""
+    outputs = set(outputs) | ({'block'} if with_cls else set())
+    taps = vit.forward_tap(x, block_index, tuple(sorted(outputs)), num_heads=num_heads, token_index=token_index)
+    if with_cls:
+        tokens = taps['block']
+        grid = (x.shape[-2] // vit.patch_size, x.shape[-1] // vit.patch_size)
+        for blk in vit.blocks[block_index + 1:]:
+            tokens = blk(tokens, grid)
+        taps['cls'] = vit.norm(tokens)[:, 0]
+    return taps
+
+
+@MODELS.register_module()
+class TinyMIMDistiller(BaseModel):
+    """Distil a frozen teacher ViT into a student ViT (TinyMIM).
+
+    Args:
+        teacher: ``VisionTransformer`` arguments plus ``checkpoint`` (required:
+            an MAE file, a distillation checkpoint of an earlier step, timm or
+            mmseg weights; see ``tinymim.models.checkpoint``).
+        student: ``VisionTransformer`` arguments (arch, num_heads, drop path,
+            ``pos_embed_type='sincos'``, optionally a Pretrained ``init_cfg``).
+        teacher_block / student_block: 1-based numbers of the distilled
+            blocks; ``None`` is the last block.
+        targets: config dicts, ``type`` one of ``relation`` (pairs of q/k/v),
+            ``feature`` (block/attn/ffn/q/k/v, smooth_l1 or cosine) and
+            ``cls``; each gives its named losses.
+        relation_heads: heads both sides split Q/K/V into (the relation is
+            per head); default the teacher's head count (spec §2).
+        mask_ratio: MAE random masking of the student's input; the teacher
+            sees the full image and its relations are restricted to the kept
+            tokens (and CLS).
+        relation_chunk_size: query rows per relation chunk (``None``: all);
+            bounds the relation memory in forward and backward.
+
+    The teacher is kept outside the module tree (``self._teacher``): it is
+    not in ``parameters()`` (so never in the optimizer nor in DDP's
+    reducer), not in ``state_dict()`` (the checkpoint refers to it by the
+    config's path and resumes by reloading it), and ``train()`` cannot put
+    it in training mode. ``_apply`` moves it with the model (``.to``,
+    ``.cuda``, ``.half``).
+    """
+
+    def __init__(self, teacher: dict, student: dict, teacher_block: Optional[int] = None,
+                 student_block: Optional[int] = None, targets: Sequence[dict] = DEFAULT_TARGETS,
+                 relation_heads: Optional[int] = None, mask_ratio: float = 0.,
+                 relation_chunk_size: Optional[int] = None, data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='TwoViewDataPreprocessor')
+        if isinstance(data_preprocessor, dict):  # BaseModel would look in mmengine's registry only
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+        self.mask_ratio = float(mask_ratio)
+        self.teacher_checkpoint = self._teacher_checkpoint(teacher)
+        teacher_vit = _build_vit({k: v for k, v in teacher.items() if k != 'checkpoint'}, 'teacher')
+        self.student = _build_vit(student, 'student')
+        self.teacher_block = _check_block(teacher_block, teacher_vit.num_layers, 'teacher')
+        self.student_block = _check_block(student_block, self.student.num_layers, 'student')
+
+        if not targets:
+            raise ValueError('targets is empty: give at least one distillation target')
+        self.targets = nn.ModuleDict()
+        for cfg in targets:
+            target = build_target(cfg, self.student.embed_dims, teacher_vit.embed_dims, relation_chunk_size)
+            clash = set(target.loss_names) & {n for t in self.targets.values() for n in t.loss_names}
+            if clash:
+                raise ValueError(f'targets repeat the losses {sorted(clash)}')
+            self.targets['_'.join(n[len('loss_'):] for n in target.loss_names)] = target
+        self.outputs = set().union(*(t.outputs for t in self.targets.values()))
+        self.with_cls = any(isinstance(t, ClsTarget) for t in self.targets.values())
+        if self.with_cls and (teacher_vit.norm is None or self.student.norm is None):
+            raise ValueError('the cls target uses the CLS token after the final norm; build both ViTs with '
+                             'final_norm=True')
+
+        self.relation_heads = relation_heads or teacher_vit.num_heads
+        if uses_qkv(self.outputs):
+            for role, vit in (('teacher', teacher_vit), ('student', self.student)):
+                try:
+                    check_heads(vit.embed_dims, self.relation_heads, 'relation_heads')
+                except ValueError as err:
+                    raise ValueError(f'{role}: {err} (relation heads default to the teacher\'s head count)') from err
+
+        teacher_vit.requires_grad_(False)
+        teacher_vit.eval()
+        load_vit_checkpoint(teacher_vit, self.teacher_checkpoint)
+        self._teacher = [teacher_vit]  # a list hides it from nn.Module's registration (see class doc)
+        self._configure_student()
+
+    @staticmethod
+    def _teacher_checkpoint(teacher: dict) -> str:
+        if 'init_cfg' in teacher:
+            raise ValueError('teacher: give the weights as teacher.checkpoint=PATH, not init_cfg')
+        path = teacher.get('checkpoint')
+        if not path:
+            raise ValueError('teacher.checkpoint is required: the teacher is a pre-trained ViT (an MAE file, or the '
+                             'checkpoint of the previous distillation step)')
+        if '://' not in str(path) and not osp.isfile(path):
+            raise FileNotFoundError(f'teacher checkpoint {path} does not exist; set model.teacher.checkpoint=PATH '
+                                    '(e.g. --cfg-options model.teacher.checkpoint=...)')
+        return str(path)
+
+    def _configure_student(self) -> None:
+        """Freeze what the loss never reaches and drop the distilled block's drop path.
+
+        Only the blocks up to ``student_block`` (and of that block only what
+        the targets tap) are computed; the rest stays built so checkpoints
+        are complete ViTs that load strictly (as the next teacher, or as a
+        segmentation backbone), but it is frozen at its initial values, as
+        in the reference. ``requires_grad=False`` keeps it out of DDP's
+        reducer, so ``find_unused_parameters=False`` works.
+        """
+        blk = self.student.blocks[self.student_block - 1]
+        # The reference distils the last block with drop path 0.
+        blk.drop_path1, blk.drop_path2 = nn.Identity(), nn.Identity()
+        if self.with_cls:
+            return  # the CLS token needs the whole student
+        unused: List[nn.Module] = list(self.student.blocks[self.student_block:])
+        if self.student.norm is not None:
+            unused.append(self.student.norm)
+        if not self.outputs & {'attn', 'ffn', 'block'}:
+            unused += [blk.attn.proj, blk.ls1]
+        if not self.outputs & {'ffn', 'block'}:
+            unused += [blk.norm2, blk.mlp, blk.ls2]
+        for module in unused:
+            module.requires_grad_(False)
+
+    @property
+    def teacher(self) -> VisionTransformer:
+        return self._teacher[0]
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def extra_repr(self) -> str:
+        t = self.teacher
+        return (f'teacher: ViT {t.embed_dims}x{t.num_layers} from {self.teacher_checkpoint} (frozen, not saved), '
+                f'teacher_block={self.teacher_block}, student_block={self.student_block}, '
+                f'relation_heads={self.relation_heads}, mask_ratio={self.mask_ratio}')
+
+    # -------------------------------------------------------------- forward
+    def _views(self, inputs: Union[torch.Tensor, Dict[str, torch.Tensor]]):
+        if isinstance(inputs, dict):
+            missing = {'teacher', 'student'} - set(inputs)
+            if missing:
+                raise KeyError(f'two-view inputs need keys teacher and student; missing {sorted(missing)}')
+            teacher_x, student_x = inputs['teacher'], inputs['student']
+            if teacher_x.shape != student_x.shape:
+                raise ValueError(f'teacher and student views differ in shape: {tuple(teacher_x.shape)} vs '
+                                 f'{tuple(student_x.shape)}')
+            return teacher_x, student_x
+        return inputs, inputs
+
+    def _taps(self, inputs) -> tuple:
+        teacher_x, student_x = self._views(inputs)
+        token_index = None
+        if self.mask_ratio > 0:
+            p = self.student.patch_size
+            num_patches = (student_x.shape[-2] // p) * (student_x.shape[-1] // p)
+            token_index = random_token_index(student_x.shape[0], num_patches, self.mask_ratio, student_x.device)
+        # no_grad rather than inference_mode: teacher tensors are saved for the
+        # relation loss's backward, which inference tensors cannot be.
+        with torch.no_grad():
+            teacher = run_vit(self.teacher, teacher_x, self.teacher_block - 1, self.outputs, self.relation_heads,
+                              with_cls=self.with_cls)
+        if token_index is not None:
+            teacher = keep_tokens(teacher, token_index)
+        student = run_vit(self.student, student_x, self.student_block - 1, self.outputs, self.relation_heads,
+                          token_index, self.with_cls)
+        return student, teacher
+
+    def loss(self, inputs) -> Dict[str, torch.Tensor]:
+        student, teacher = self._taps(inputs)
+        losses = {}
+        for target in self.targets.values():
+            losses.update(target(student, teacher))
+        return losses
+
+    def extract(self, inputs) -> Dict[str, Taps]:
+        """Relations (``relation_qk``...), tapped features and CLS tokens of both models."""
+        student, teacher = self._taps(inputs)
+        pairs = [p for t in self.targets.values() for p in getattr(t, 'pairs', ())]
+        result = {}
+        for role, taps in (('student', student), ('teacher', teacher)):
+            result[role] = dict(taps, **{f'relation_{p}': relation_matrix(taps[p[0]], taps[p[1]]) for p in pairs})
+        return result
+
+    def forward(self, inputs, data_samples=None, mode: str = 'loss'):
+        if mode == 'loss':
+            return self.loss(inputs)
+        if mode == 'tensor':
+            return self.extract(inputs)
+        raise ValueError(f"TinyMIMDistiller supports mode='loss' and mode='tensor', got {mode!r} "
+                         '(distillation has no predictions to evaluate)')
