@@ -11,6 +11,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from tinymim.engine.config_errors import clear_config_errors
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a TinyMIM distiller or a segmentor')
@@ -64,12 +66,13 @@ def build_config(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    if 'runner_type' in cfg:
-        from mmseg.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    with clear_config_errors():  # a misspelled config key names the key and the valid ones
+        if 'runner_type' in cfg:
+            from mmseg.registry import RUNNERS
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':
