@@ -1,0 +1,26 @@
+# UperNet on TinyMIMViT (BEiT/MAE-style segmentation ViT, spec section 5).
+# mmseg's MAE UperNet model provides the Feature2Pyramid neck (x4, x2, x1, x0.5),
+# the UPerHead (pool scales 1, 2, 3, 6) and the auxiliary FCNHead (256 channels,
+# loss weight 0.4, on the third level); only the backbone and widths change.
+_base_ = 'mmseg::_base_/models/upernet_mae.py'
+
+model = dict(
+    # ViTEncoderDecoder sets widths left as None to the backbone's, checks the
+    # others, and turns `pretrained` into the backbone's Pretrained init_cfg.
+    type='ViTEncoderDecoder',
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='TinyMIMViT',
+        arch='base',
+        img_size=512,
+        out_indices=[3, 5, 7, 11],
+        use_rel_pos_bias=True,  # zero init, not in the checkpoint
+        layer_scale_init_value=1.0,
+        drop_path_rate=0.1,
+        drop_path_schedule='linear',
+        final_norm=False),
+    neck=dict(embed_dim=None, rescales=[4, 2, 1, 0.5]),
+    decode_head=dict(in_channels=None, channels=768, num_classes=150),
+    auxiliary_head=dict(in_channels=None, num_classes=150),
+    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))

@@ -1,0 +1,118 @@
+import glob
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+from seg_helpers import ROOT, UPERNET_DIR, build_segmentor, config_path
+
+CONFIGS = sorted(glob.glob(osp.join(UPERNET_DIR, '*.py')))
+WIDTHS = {'t': 192, 's': 384, 'b': 768}
+
+
+def load_train_tool():
+    spec = importlib.util.spec_from_file_location('tinymim_train_tool', osp.join(ROOT, 'tools', 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_all_sizes_and_baselines_exist():
+    names = {osp.basename(c) for c in CONFIGS}
+    for init in ('tinymim', 'mae', 'deit'):
+        for size in 'tsb':
+            assert f'upernet_{init}-vit-{size}_8xb2-160k_ade20k-512x512.py' in names
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=[osp.basename(c)[:-3] for c in CONFIGS])
+def test_config_builds(config):
+    cfg = Config.fromfile(config)
+    model = build_segmentor(cfg.model)
+    size = osp.basename(config).split('-vit-')[1][0]
+    assert model.backbone.embed_dims == WIDTHS[size]
+    assert model.decode_head.in_channels == [WIDTHS[size]] * 4
+    assert model.auxiliary_head.in_channels == WIDTHS[size]
+    if 'synthetic' not in config:  # the CPU-sized config thins its head
+        assert model.decode_head.channels == WIDTHS[size]  # head channels scaled per size
+    assert cfg.train_dataloader.dataset.type == 'TinyMIMADE20KDataset'
+
+
+def test_vit_b_recipe():
+    cfg = Config.fromfile(config_path('b'))
+    backbone = cfg.model.backbone
+    assert backbone.out_indices == [3, 5, 7, 11] and backbone.use_rel_pos_bias
+    assert backbone.layer_scale_init_value == 1.0 and backbone.drop_path_rate == 0.1
+    assert backbone.drop_path_schedule == 'linear'
+    assert cfg.model.neck.type == 'Feature2Pyramid' and cfg.model.neck.rescales == [4, 2, 1, 0.5]
+    assert cfg.model.decode_head.type == 'UPerHead' and cfg.model.decode_head.pool_scales == (1, 2, 3, 6)
+    aux = cfg.model.auxiliary_head
+    assert (aux.type, aux.channels, aux.in_index, aux.loss_decode.loss_weight) == ('FCNHead', 256, 2, 0.4)
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
+    ow = cfg.optim_wrapper
+    assert ow.type == 'AmpOptimWrapper' and ow.constructor == 'TinyMIMLayerDecayOptimizerConstructor'
+    assert ow.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    assert ow.paramwise_cfg.layer_decay_rate == 0.75
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.type, warmup.end, poly.type, poly.power, poly.eta_min, poly.end) == \
+        ('LinearLR', 1500, 'PolyLR', 1.0, 0.0, 160000)
+    assert cfg.train_cfg.max_iters == 160000 and cfg.train_dataloader.batch_size == 2
+    assert cfg.runner_type == 'TinyMIMRunner'
+    assert Config.fromfile(config_path('s')).optim_wrapper.paramwise_cfg.layer_decay_rate == 0.8
+    assert Config.fromfile(config_path('t')).optim_wrapper.paramwise_cfg.layer_decay_rate == 0.8
+
+
+def _loss_backward(model, batch, size=512):
+    model.train()
+    if batch == 1:  # BN in train mode needs >1 value per channel at PPM's 1x1 scale
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
+                                             ori_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, size, size)))
+        samples.append(sample)
+    losses = model.loss(torch.randn(batch, 3, size, size), samples)
+    loss = sum(v for k, v in losses.items() if 'loss' in k)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.backbone.blocks[0].attn.relative_position_bias_table.grad is not None
+
+
+@pytest.mark.parametrize('size', ['t', 's', 'b'])
+def test_forward_backward_512(size):
+    cfg = Config.fromfile(config_path(size))
+    cfg.model.pretrained = None
+    model = build_segmentor(cfg.model)
+    shapes = []
+    model.neck.register_forward_hook(lambda mod, args, out: shapes.extend(tuple(f.shape) for f in out))
+    _loss_backward(model, batch=1)
+    assert shapes == [(1, WIDTHS[size], s, s) for s in (128, 64, 32, 16)]
+
+
+def test_swap_arch_by_cfg_options():
+    train = load_train_tool()
+    args = train.parse_args([config_path('b'), '--cfg-options', 'model.backbone.arch=small',
+                             'model.decode_head.channels=384'])
+    cfg = train.build_config(args)
+    model = build_segmentor(cfg.model)
+    assert model.backbone.embed_dims == 384 and model.backbone.num_heads == 6
+    assert model.neck.upsample_4x[0].in_channels == 384
+    assert model.decode_head.in_channels == [384] * 4 and model.decode_head.channels == 384
+    assert model.auxiliary_head.in_channels == 384
+
+
+def test_channel_mismatch_fails_at_build_with_both_numbers():
+    cfg = Config.fromfile(config_path('b'))
+    cfg.merge_from_dict({'model.backbone.arch': 'small', 'model.neck.embed_dim': 768})
+    with pytest.raises(ValueError, match='neck.embed_dim is 768 but the backbone outputs 384 channels'):
+        build_segmentor(cfg.model)
+    cfg = Config.fromfile(config_path('t'))
+    cfg.model.decode_head.in_channels = [192, 192, 384, 192]
+    with pytest.raises(ValueError, match=r'decode_head.in_channels\[2\] is 384 but the backbone outputs 192'):
+        build_segmentor(cfg.model)

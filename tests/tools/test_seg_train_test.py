@@ -1,0 +1,64 @@
+"""tools/train.py then tools/test.py (and mim test) on a generated ADE20K-format set, as users run them."""
+import glob
+import json
+import os.path as osp
+import re
+import sys
+
+import pytest
+from seg_helpers import ROOT, run_tool, write_tiny_synthetic_config
+
+from tinymim.datasets import make_synthetic_ade20k
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('seg')
+    data_root = make_synthetic_ade20k(str(tmp / 'data'), num_train=8, num_val=3, size=64, num_classes=4)
+    config = write_tiny_synthetic_config(str(tmp / 'tiny_synthetic.py'), data_root)
+    work_dir = str(tmp / 'work')
+    proc = run_tool('tools/train.py', config, '--work-dir', work_dir)
+    return dict(tmp=tmp, config=config, work_dir=work_dir, log=proc.stdout + proc.stderr)
+
+
+def test_train_runs_validation_with_iou_metric(trained):
+    log = trained['log']
+    assert 'layer-wise lr decay' in log
+    assert 'Iter(val) [3/3]' in log and 'mIoU' in log and re.search(r'\|\s+Class\s+\|\s+IoU', log)
+    assert osp.isfile(osp.join(trained['work_dir'], 'iter_4.pth'))
+    scalars = glob.glob(osp.join(trained['work_dir'], '*', 'vis_data', 'scalars.json'))
+    metrics = [json.loads(line) for line in open(scalars[0]) if 'mIoU' in line]
+    assert metrics and 0 <= metrics[-1]['mIoU'] <= 100 and 'aAcc' in metrics[-1] and 'mAcc' in metrics[-1]
+
+
+def test_mim_test_reports_and_paints_predictions(trained):
+    """``mim test tinymim`` runs tools/test.py (through tinymim/.mim/tools)."""
+    tmp = trained['tmp']
+    show_dir = str(tmp / 'show')
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    proc = run_tool(mim, 'test', 'tinymim', trained['config'], '--checkpoint',
+                    osp.join(trained['work_dir'], 'iter_4.pth'), '--work-dir', str(tmp / 'test'),
+                    '--show-dir', show_dir)
+    log = proc.stdout + proc.stderr
+    assert 'per class results' in log and 'Iter(test) [3/3]' in log
+    assert all(key in log for key in ('aAcc', 'mIoU', 'mAcc'))
+    painted = glob.glob(osp.join(show_dir, '**', '*.png'), recursive=True)
+    assert len(painted) == 3, painted
+
+
+def test_test_tool_tta_and_out(trained):
+    tmp = trained['tmp']
+    out_dir = str(tmp / 'preds')
+    proc = run_tool('tools/test.py', trained['config'], osp.join(trained['work_dir'], 'iter_4.pth'),
+                    '--work-dir', str(tmp / 'tta'), '--tta', '--out', out_dir,
+                    '--cfg-options', 'test_dataloader.dataset.indices=1')  # 12 views of one image
+    log = proc.stdout + proc.stderr
+    assert 'SegTTAModel' in log and 'mIoU' in log
+    assert len(glob.glob(osp.join(out_dir, '*.png'))) == 1
+
+
+def test_missing_checkpoint_is_named(trained, tmp_path):
+    import subprocess
+    proc = subprocess.run([sys.executable, 'tools/test.py', trained['config'], str(tmp_path / 'none.pth')],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'none.pth does not exist' in proc.stderr

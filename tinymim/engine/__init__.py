@@ -1,0 +1,8 @@
+from .hooks import AtomicCheckpointHook, ExactResumeHook, NonFiniteLossError, NonFiniteLossHook
+from .optimizers import TinyMIMLayerDecayOptimizerConstructor
+from .resumable_sampler import ResumableSampler, SampleSeededDataset
+from .runner import CheckpointLoadError, CheckpointWriteError, TinyMIMRunner
+
+__all__ = ['AtomicCheckpointHook', 'CheckpointLoadError', 'CheckpointWriteError', 'ExactResumeHook',
+           'NonFiniteLossError', 'NonFiniteLossHook', 'ResumableSampler', 'SampleSeededDataset',
+           'TinyMIMLayerDecayOptimizerConstructor', 'TinyMIMRunner']

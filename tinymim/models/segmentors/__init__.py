@@ -1,0 +1,3 @@
+from .vit_encoder_decoder import ViTEncoderDecoder
+
+__all__ = ['ViTEncoderDecoder']

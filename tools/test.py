@@ -1,0 +1,93 @@
+"""Test (and evaluate) a segmentor checkpoint with the mmengine Runner.
+
+Mirrors mmsegmentation's ``tools/test.py``: the config's ``test_evaluator``
+(mmseg's ``IoUMetric``) reports aAcc / mIoU / mAcc and the per-class table.
+
+    python tools/test.py CONFIG CHECKPOINT [--tta] [--show-dir DIR] [--out DIR]
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a TinyMIM segmentor')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and the metrics json')
+    parser.add_argument('--out', help='dir to save the predictions as PNG label maps for offline evaluation')
+    parser.add_argument('--show', action='store_true', help='show prediction results in a window')
+    parser.add_argument('--show-dir', help='dir to save images painted with the predictions and ground truth '
+                                           '(under DIR/vis_data/vis_image)')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of --show (s)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings in the config, key=value pairs such as '
+                             'model.test_cfg.mode=whole test_dataloader.dataset.data_root=DIR')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_pipeline (multi-scale + flip) and tta_model")
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg: Config, args) -> None:
+    """Let ``SegVisualizationHook`` draw (and show or save) every test prediction."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError("--show/--show-dir need default_hooks.visualization=dict(type='SegVisualizationHook')")
+    hook['draw'] = True
+    # mmseg's hook paints every 50th image by default; a test asked to show paints all
+    # (unless the config sets an interval).
+    hook.setdefault('interval', 1)
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        cfg.visualizer['save_dir'] = args.show_dir
+
+
+def build_config(args) -> Config:
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.tta:
+        missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+        if missing:
+            raise KeyError(f'--tta needs {missing} in the config (mmseg ADE20K bases define them)')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+    return cfg
+
+
+def main(argv=None):
+    cfg = build_config(parse_args(argv))
+    if 'runner_type' in cfg:
+        from mmseg.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
