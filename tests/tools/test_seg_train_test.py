@@ -1,4 +1,5 @@
-"""tools/train.py then tools/test.py (and mim test) on a generated ADE20K-format set, as users run them."""
+"""``mim train`` (tools/train.py) then tools/test.py (and mim test) on a generated ADE20K-format set, as users
+run them."""
 import glob
 import json
 import os.path as osp
@@ -17,7 +18,9 @@ def trained(tmp_path_factory):
     data_root = make_synthetic_ade20k(str(tmp / 'data'), num_train=8, num_val=3, size=64, num_classes=4)
     config = write_tiny_synthetic_config(str(tmp / 'tiny_synthetic.py'), data_root)
     work_dir = str(tmp / 'work')
-    proc = run_tool('tools/train.py', config, '--work-dir', work_dir)
+    # Through mim, which finds tools/train.py via the installed package's .mim folder.
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    proc = run_tool(mim, 'train', 'tinymim', config, '--work-dir', work_dir)
     return dict(tmp=tmp, config=config, work_dir=work_dir, log=proc.stdout + proc.stderr)
 
 
