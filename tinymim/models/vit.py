@@ -128,13 +128,28 @@ class Attention(nn.Module):
         return qkv.unbind(0)
 
     def relative_bias(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """The (heads, N, N) bias, contiguous.
+
+        Gathering rows of the transposed table gives the heads-first layout
+        directly; ``table[index].permute(2, 0, 1)`` would be a strided view
+        that SDPA copies (together ~1/4 of a ViT-B forward at 512 px on CPU,
+        see benchmarks/seg_step.py). Without autograd (inference, sliding
+        windows) the bias is cached until the table changes.
+        """
+        table = self.relative_position_bias_table
+        key = (tuple(grid), table.data_ptr(), table._version, table.dtype, torch.is_inference_mode_enabled())
+        cache = getattr(self, '_bias_cache', None)
+        if cache is not None and cache[0] == key and not torch.is_grad_enabled():
+            return cache[1]
         if tuple(grid) == self.window:
-            table, index = self.relative_position_bias_table, self.relative_position_index
+            index = self.relative_position_index
         else:
-            table = resize_relative_bias_table(self.relative_position_bias_table, grid, self.window)
+            table = resize_relative_bias_table(table, grid, self.window)
             index = relative_position_index(grid).to(table.device)
         n = index.shape[0]
-        return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        bias = table.t().contiguous().index_select(1, index.view(-1)).view(-1, n, n)
+        self._bias_cache = (key, bias) if not torch.is_grad_enabled() else None
+        return bias
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape

@@ -1,0 +1,64 @@
+"""Smoke tests: each benchmark script runs end to end with its smallest
+settings and prints its table. Nothing here is timed; the numbers are the
+scripts' business (see docs/performance.md)."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+FAST = ['--warmup', '0', '--repeats', '1', '--threads', '1']
+
+
+def run_script(name, *flags):
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', name), *flags], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def table_rows(out, header_start):
+    """Data rows of the markdown table whose header starts with ``header_start``."""
+    lines = out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith('| ' + header_start))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith('|'):
+            break
+        rows.append([c.strip() for c in ln.strip('|').split('|')])
+    return rows
+
+
+def test_seg_step_runs():
+    out = run_script('seg_step.py', '--archs', 'tiny', '--parts', 'backbone,whole', '--crop', '64', *FAST)
+    rows = table_rows(out, 'model')
+    assert [r[:2] for r in rows] == [['ViT-T', 'backbone'], ['ViT-T', 'whole']]
+    for r in rows:
+        assert float(r[2]) > 0 and float(r[3]) > 0  # images/s of both sides
+        assert float(r[-1]) < 1e-3  # same weights -> same outputs as mmseg's MAE backbone
+
+
+def test_distill_step_runs():
+    out = run_script('distill_step.py', '--pairs', 's-t', '--res', '32', '--batch', '2', '--loss-memory', '32',
+                     '--peak-size', '256', *FAST)
+    (row,) = table_rows(out, 'pair')
+    assert row[:3] == ['S→T', '32', '2'] and float(row[3]) > 0 and row[-1].endswith('%')
+    (loss_row,) = table_rows(out, 'px')
+    assert loss_row[:2] == ['32', '5']
+
+
+def test_data_pipeline_runs():
+    out = run_script('data_pipeline.py', '--images', '4', '--passes', '1', '--size', '120x90', '--crop', '64')
+    rows = table_rows(out, 'pipeline')
+    assert [r[0].split()[0] for r in rows] == ['ours', 'reference']
+    assert all(float(r[1]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize('name', ['seg_step.py', 'distill_step.py', 'data_pipeline.py'])
+def test_bad_flags_fail_clearly(name):
+    flag = {'seg_step.py': ['--archs', 'huge'], 'distill_step.py': ['--pairs', 'x-y'],
+            'data_pipeline.py': ['--size', '500']}[name]
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', name), *flag], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode != 0 and flag[1] in proc.stderr

@@ -1,0 +1,43 @@
+"""The relative-position bias cache used without autograd (inference,
+sliding windows) must never serve stale values."""
+import torch
+
+from tinymim.models.vit import Attention
+
+
+def reference_bias(attn, grid):
+    table, index = attn.relative_position_bias_table, attn.relative_position_index
+    n = index.shape[0]
+    return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+
+def test_bias_matches_gather_and_follows_table_updates():
+    attn = Attention(32, 4, window=(3, 4))
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_()
+        first = attn.relative_bias((3, 4))
+        assert first.is_contiguous() and torch.equal(first, reference_bias(attn, (3, 4)))
+        assert attn.relative_bias((3, 4)) is first  # cached
+        attn.relative_position_bias_table.add_(1.0)  # e.g. an optimizer step or load_state_dict
+        assert torch.equal(attn.relative_bias((3, 4)), first + 1.0)
+    attn.relative_position_bias_table.data = attn.relative_position_bias_table.data.double()
+    with torch.no_grad():
+        assert attn.relative_bias((3, 4)).dtype == torch.float64
+
+
+def test_bias_with_grad_is_not_cached_and_trains():
+    attn = Attention(32, 4, window=(3, 4))
+    bias = attn.relative_bias((3, 4))
+    assert bias.requires_grad and getattr(attn, '_bias_cache', None) is None
+    bias.sum().backward()
+    counts = torch.bincount(attn.relative_position_index.view(-1), minlength=attn.relative_position_bias_table.shape[0])
+    assert torch.equal(attn.relative_position_bias_table.grad, counts[:, None].float().expand(-1, 4))
+
+
+def test_bias_for_another_grid_is_resized_and_cached_per_grid():
+    attn = Attention(32, 4, window=(3, 4))
+    with torch.no_grad():
+        big = attn.relative_bias((5, 6))
+        assert big.shape == (4, 31, 31)
+        assert attn.relative_bias((3, 4)).shape == (4, 13, 13)
+        assert torch.equal(attn.relative_bias((5, 6)), big)
