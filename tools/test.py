@@ -10,7 +10,9 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+
+from tinymim.engine.config_errors import clear_config_errors
+from tinymim.engine.tool_config import build_runner, load_tool_config
 
 
 def parse_args(argv=None):
@@ -56,14 +58,7 @@ def enable_visualization(cfg: Config, args) -> None:
 def build_config(args) -> Config:
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -81,12 +76,8 @@ def build_config(args) -> Config:
 
 def main(argv=None):
     cfg = build_config(parse_args(argv))
-    if 'runner_type' in cfg:
-        from mmseg.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    return runner.test()
+    with clear_config_errors():  # a misspelled config key names the key and the valid ones
+        return build_runner(cfg).test()
 
 
 if __name__ == '__main__':

@@ -9,9 +9,9 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
 
 from tinymim.engine.config_errors import clear_config_errors
+from tinymim.engine.tool_config import build_runner, load_tool_config
 
 
 def parse_args(argv=None):
@@ -35,14 +35,7 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper == 'AmpOptimWrapper':
@@ -67,12 +60,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     with clear_config_errors():  # a misspelled config key names the key and the valid ones
-        if 'runner_type' in cfg:
-            from mmseg.registry import RUNNERS
-            runner = RUNNERS.build(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
-        runner.train()
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

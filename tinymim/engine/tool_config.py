@@ -1,0 +1,30 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config from
+the command line and building its runner, as mmseg's tools do."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+
+
+def load_tool_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
+                     work_dir: Optional[str] = None) -> Config:
+    """The config with ``--cfg-options`` merged and a work_dir chosen
+    (``--work-dir``, else the config's, else ``work_dirs/<config name>``)."""
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """The config's ``runner_type`` (tinymim configs: ``TinyMIMRunner``) or mmengine's ``Runner``."""
+    if 'runner_type' in cfg:
+        from mmseg.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg)
