@@ -5,14 +5,17 @@ block), the student forward to the same point, the QK + VV relation KL,
 backward and an AdamW step on the student.
 
 * ours: ``TinyMIMDistiller`` built from ``mmseg_configs/distill/`` (SDPA
-  attention, the chunked relation loss with its closed-form backward).
+  attention, the chunked relation loss with its closed-form backward) and
+  the configs' optimizer (fused AdamW).
 * eager: written below as plain PyTorch. Every block materialises its
   softmax attention, as the reference code does, and the relation loss
   materialises both relations' log-softmax for autograd. It gets the same
   weights (same parameter names) and does the same work otherwise: teacher
-  under ``no_grad``, nothing computed past the distilled blocks. So the
-  ratio measures attention, loss and (``--compile``) compiler, not skipped
-  work.
+  under ``no_grad``, nothing computed past the distilled blocks, and the
+  reference's plain ``torch.optim.AdamW`` (torch's default implementation:
+  a per-tensor loop on CPU) with the same hyper-parameters. So the ratio
+  measures attention, loss, optimizer kernel and (``--compile``) compiler,
+  not skipped work.
 
 Achieved FLOP/s uses the step's model FLOPs counted by
 ``torch.utils.flop_counter`` on the eager baseline (matmuls and
@@ -119,24 +122,39 @@ def eager_relation_kl(s_a, s_b, t_a, t_b):
 
 
 # ------------------------------------------------------------ the models
-def build_distiller(pair: str, res: int, teacher_ckpt: str, compile: bool = False):
+def load_config(pair: str):
     from mmengine.config import Config
+    return Config.fromfile(osp.join(ROOT, 'mmseg_configs/distill', PAIRS[pair]))
+
+
+def build_distiller(pair: str, res: int, teacher_ckpt: str, compile: bool = False):
     from mmseg.registry import MODELS
 
     import tinymim  # noqa: F401  (registers the distiller)
-    cfg = Config.fromfile(osp.join(ROOT, 'mmseg_configs/distill', PAIRS[pair])).model
+    cfg = load_config(pair).model
     cfg.teacher.update(checkpoint=teacher_ckpt, img_size=res)
     cfg.student.update(img_size=res)
     cfg.compile = compile  # the distiller's switch: torch.compile both forward_tap
     return MODELS.build(cfg)
 
 
+def build_optimizer(pair: str, impl: str, params) -> torch.optim.Optimizer:
+    """The config's optimizer for ours; for the baseline, plain ``torch.optim``
+    of the same type and hyper-parameters without implementation switches
+    (``fused``/``foreach``), as the reference builds it. One parameter
+    group on both sides; lr fixed (timing only)."""
+    from mmengine.registry import OPTIMIZERS
+    cfg = dict(load_config(pair).optim_wrapper.optimizer, lr=1e-4)
+    if impl == 'ours':
+        return OPTIMIZERS.build(dict(cfg, params=params))
+    kwargs = {k: v for k, v in cfg.items() if k not in ('type', 'fused', 'foreach')}
+    return getattr(torch.optim, cfg['type'])(params, **kwargs)
+
+
 def make_teacher(pair: str, res: int, path: str) -> None:
     """Save random teacher weights (timm keys) for the pair."""
-    from mmengine.config import Config
-
     from tinymim.models.vit import VisionTransformer
-    cfg = Config.fromfile(osp.join(ROOT, 'mmseg_configs/distill', PAIRS[pair])).model.teacher
+    cfg = load_config(pair).model.teacher
     torch.manual_seed(0)
     cfg = {k: v for k, v in cfg.items() if k != 'checkpoint'}
     torch.save(VisionTransformer(**dict(cfg, img_size=res)).state_dict(), path)
@@ -173,7 +191,7 @@ def step_fn(spec, device):
                     tq, tk, tv = teacher.tap_qkv(teacher_x, t_idx, heads)
                 sq, sk, sv = student.tap_qkv(student_x, s_idx, heads)
                 return eager_relation_kl(sq, sk, tq, tk) + eager_relation_kl(sv, sv, tv, tv)
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    optimizer = build_optimizer(spec['pair'], spec['impl'], params)
 
     def step():
         loss().backward()

@@ -7,7 +7,10 @@
 # run starts, e.g. 2.4e-3 for 32 GPUs x 128.
 optim_wrapper = dict(
     type='OptimWrapper',  # tools/train.py --amp switches to AmpOptimWrapper (the reference used AMP)
-    optimizer=dict(type='AdamW', lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05),
+    # fused: torch's one-kernel AdamW (CPU and CUDA), the same update as the
+    # reference's plain AdamW; on CPU 3x faster than the per-tensor loop and
+    # foreach=True for ViT-S (27 vs 83-98 ms per step, benchmarks/distill_step.py).
+    optimizer=dict(type='AdamW', lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True),
     paramwise_cfg=dict(
         norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0,
         custom_keys={'pos_embed': dict(decay_mult=0.0), 'cls_token': dict(decay_mult=0.0)}))

@@ -18,8 +18,10 @@ import torch
 
 def _logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """fp32 ``a bᵀ / sqrt(d)``: relations are softmax-ed, so they are kept in
-    fp32 even under autocast (the caller disables it)."""
-    return (a.float() @ b.float().transpose(-2, -1)) * (a.shape[-1] ** -0.5)
+    fp32 even under autocast (the caller disables it). Scaled in place: a
+    fresh N x N-sized result per scaling costs page faults, not just the
+    multiply (matmul's backward does not need its output, so autograd allows it)."""
+    return (a.float() @ b.float().transpose(-2, -1)).mul_(a.shape[-1] ** -0.5)
 
 
 def relation_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,8 +62,10 @@ class RelationKL(torch.autograd.Function):
                 rows = slice(start, start + chunk)
                 log_ps = _logits(s_a[:, :, rows], s_b).log_softmax(dim=-1)
                 log_pt = _logits(t_a[:, :, rows], t_b).log_softmax(dim=-1)
-                # p_t * (log p_t - log p_s) is 0, not NaN, where p_t underflows.
-                total += (log_pt.exp() * (log_pt - log_ps)).sum()
+                # sum p_t * (log p_t - log p_s), in place (see _logits); it is
+                # 0, not NaN, where p_t underflows.
+                log_ps -= log_pt
+                total -= log_ps.mul_(log_pt.exp_()).sum()
         ctx.save_for_backward(s_a, s_b, t_a, t_b)
         ctx.chunk = chunk
         return total / (s_a.shape[0] * s_a.shape[1] * n)
