@@ -1,0 +1,57 @@
+"""`make demo` at a very small scale: `tools/demo.py --quick` runs every step of the chain."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import pytest
+import torch
+from distill_helpers import ROOT, TINY_TEACHER, load_tool
+
+from tinymim.models.vit import VisionTransformer
+
+demo = load_tool('demo')
+
+
+@pytest.fixture(scope='module')
+def quick_demo(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('demo')
+    env = dict(os.environ)
+    env.pop('TEACHER', None)
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--quick', '--work-dir', str(work_dir)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work_dir, proc.stdout + proc.stderr
+
+
+def test_quick_demo_writes_summary_and_pictures(quick_demo):
+    work_dir, output = quick_demo
+    assert 'RANDOMLY INITIALISED' in output  # said plainly when TEACHER is not set
+    summary = (work_dir / 'summary.md').read_text()
+    assert '**randomly initialised** ViT-S' in summary
+    assert 'python tools/train.py mmseg_configs/demo/' in summary and 'python tools/test.py' in summary
+    assert '**mIoU ' in summary and 'distillation `loss_qk`' in summary
+    for name in ('relations', 'distill_curves', 'segment_curves'):
+        picture = mpimg.imread(str(work_dir / 'figures' / f'{name}.png'))
+        assert picture.ndim == 3 and min(picture.shape[:2]) > 100
+        assert f'figures/{name}.png' in summary
+    predictions = list((work_dir / 'predictions').rglob('*.png'))
+    assert predictions, 'tools/test.py --show-dir drew no prediction'
+    student = torch.load(str(work_dir / 'student_vit-tiny.pth'), weights_only=True)['state_dict']
+    assert student['blocks.11.attn.qkv.weight'].shape == (576, 192)  # a full ViT-T
+
+
+def test_teacher_arch_is_read_from_the_checkpoint(tmp_path):
+    path = str(tmp_path / 'vit_tiny.pth')
+    torch.save({'model': VisionTransformer(arch='tiny', img_size=32).state_dict()}, path)
+    assert demo.teacher_arch(path) == 'tiny'
+    odd = str(tmp_path / 'odd.pth')
+    torch.save(VisionTransformer(arch=TINY_TEACHER, img_size=32).state_dict(), odd)
+    with pytest.raises(ValueError, match='width 64 and depth 3'):
+        demo.teacher_arch(odd)
+
+
+def test_missing_teacher_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='TEACHER=.*nope.pth does not exist'):
+        demo.main(['--teacher', str(tmp_path / 'nope.pth'), '--work-dir', str(tmp_path / 'wd')])

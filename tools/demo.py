@@ -1,0 +1,351 @@
+"""The whole TinyMIM chain on this machine in minutes (``make demo``).
+
+    python tools/demo.py                      # random-init teacher
+    TEACHER=checkpoints/tinymim_vit-small.pth python tools/demo.py
+    python tools/demo.py --quick              # a few iterations: checks the chain, learns nothing
+
+1. distils a ViT-T student from a ViT-S teacher on the photographs scikit-image
+   ships (``mmseg_configs/demo/tinymim_*``, which inherits the real ViT-S -> ViT-T
+   distillation config), through ``tools/train.py``;
+2. extracts the student (``tools/extract_student.py``), generates a learnable
+   ADE20K-format set and fine-tunes UperNet on it (``mmseg_configs/demo/upernet_*``,
+   inheriting the real UperNet ViT-T config);
+3. evaluates mIoU with ``tools/test.py --show-dir``;
+4. draws the relation maps, the training curves and the predictions and
+   writes ``WORK_DIR/summary.md``.
+
+Every step is the tool users run at scale, called with its command line
+(printed in the log and the summary, so it can be rerun alone); the Runner
+steps run as child processes.
+The teacher is the checkpoint in ``$TEACHER`` (or ``--teacher``); its size is
+read from the checkpoint. Without one the teacher is a randomly initialised
+ViT-S, and the output says so: the student then copies relations that mean
+nothing, and only the mechanics are shown.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import os.path as osp
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Sequence
+
+from mmengine.logging import MMLogger
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# Relative to the working directory, so the logged commands read as typed from the repository root.
+DISTILL_CONFIG = osp.relpath(osp.join(ROOT, 'mmseg_configs', 'demo',
+                                      'tinymim_vit-s_to_vit-t_1xb8-100e_demo-photos-128px.py'))
+SEGMENT_CONFIG = osp.relpath(osp.join(ROOT, 'mmseg_configs', 'demo',
+                                      'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py'))
+# scikit-image's bundled photographs (no download needed); grey ones become RGB.
+PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
+          'motorcycle_left', 'motorcycle_right', 'retina', 'camera', 'coins', 'moon', 'brick', 'grass',
+          'gravel', 'clock')
+RELATION_IMAGE = 'chelsea'
+SHORT = dict(tiny='T', small='S', base='B', large='L', huge='H')
+
+# (full demo, --quick): distillation epochs (2 iterations each), segmentation iterations, generated set sizes.
+SCALE = {
+    False: dict(distill_epochs=100, seg_iters=150, num_train=200, num_val=40),
+    True: dict(distill_epochs=2, seg_iters=4, num_train=16, num_val=4),
+}
+
+
+# ----------------------------------------------------------------- helpers
+def load_tool(name: str):
+    """A script of ``tools/`` as a module (``tools`` is not a package)."""
+    path = osp.join(ROOT, 'tools', f'{name}.py')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path} is missing: the demo runs the project\'s own tools')
+    spec = importlib.util.spec_from_file_location(f'tinymim_tools_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Demo:
+    """Runs the steps, times them and keeps what the summary reports."""
+
+    def __init__(self, work_dir: str, quick: bool, logger: MMLogger):
+        self.work_dir = work_dir
+        self.scale = SCALE[quick]
+        self.quick = quick
+        self.logger = logger
+        self.steps: List[Dict] = []  # name, command, seconds
+
+    def path(self, *parts) -> str:
+        return osp.join(self.work_dir, *parts)
+
+    def run_tool(self, name: str, argv: Sequence[str], what: str, subprocess_run: bool = False):
+        """Run ``tools/<name>.py`` with ``argv``: in a child process for the
+        tools that build a Runner (mmengine keeps loggers, visualizers and the
+        message hub as per-process instances, and mmseg's visualizer has a
+        fixed name, so a second Runner in one process would write into the
+        first one's folders), in this process for the others."""
+        argv = [str(a) for a in argv]
+        command = f'python tools/{name}.py ' + ' '.join(shlex.quote(a) for a in argv)
+        self.logger.info(f'[{len(self.steps) + 1}] {what}\n    $ {command}')
+        start = time.time()
+        if subprocess_run:
+            subprocess.run([sys.executable, osp.join(ROOT, 'tools', f'{name}.py'), *argv], check=True)
+            result = None
+        else:
+            result = load_tool(name).main(argv)
+        seconds = time.time() - start
+        self.steps.append(dict(what=what, command=command, seconds=seconds))
+        self.logger.info(f'[{len(self.steps)}] done in {seconds:.0f} s')
+        return result
+
+    def timed(self, what: str, fn, *args, **kwargs):
+        start = time.time()
+        result = fn(*args, **kwargs)
+        self.steps.append(dict(what=what, command=None, seconds=time.time() - start))
+        self.logger.info(f'[{len(self.steps)}] {what}: {time.time() - start:.0f} s')
+        return result
+
+
+def write_photos(out_dir: str, names: Sequence[str] = PHOTOS) -> List[str]:
+    """scikit-image's sample photographs as RGB JPEGs in ``out_dir``."""
+    import mmcv
+    import numpy as np
+    from skimage import color, data
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name in names:
+        if name.startswith('motorcycle_'):
+            left, right, _ = data.stereo_motorcycle()
+            img = left if name.endswith('left') else right
+        else:
+            img = getattr(data, name)()
+        if img.ndim == 2:
+            img = color.gray2rgb(img)
+        img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+        path = osp.join(out_dir, f'{name}.jpg')
+        mmcv.imwrite(img[..., ::-1], path)  # mmcv writes BGR
+        paths.append(path)
+    return paths
+
+
+def teacher_arch(checkpoint: str) -> str:
+    """The ``ARCH_ZOO`` name of a teacher checkpoint, from its width and depth."""
+    from tinymim.models.checkpoint import num_blocks, read_checkpoint, to_timm_state_dict
+    from tinymim.models.vit import ARCH_ZOO
+
+    state = to_timm_state_dict(read_checkpoint(checkpoint)).state_dict
+    if 'cls_token' not in state:
+        raise ValueError(f'{checkpoint} has no cls_token: not a ViT checkpoint tinymim can use as a teacher')
+    width, depth = state['cls_token'].shape[-1], num_blocks(state)
+    for name, arch in ARCH_ZOO.items():
+        if arch['embed_dims'] == width and arch['num_layers'] == depth:
+            return name
+    raise ValueError(f'{checkpoint} is a ViT of width {width} and depth {depth}, none of the standard sizes '
+                     f'{ {n: (a["embed_dims"], a["num_layers"]) for n, a in ARCH_ZOO.items()} }')
+
+
+def random_teacher(path: str, arch: str, img_size: int) -> str:
+    """Save a randomly initialised ViT (MAE's init, seed 0) to stand in for the teacher."""
+    import torch
+
+    from tinymim.models import VisionTransformer
+    torch.manual_seed(0)
+    torch.save(VisionTransformer(arch=arch, img_size=img_size).state_dict(), path)
+    return path
+
+
+def newest(pattern_dir: str, suffix: str) -> str:
+    """The newest file ending with ``suffix`` in a folder (checkpoints, logs)."""
+    files = [osp.join(pattern_dir, f) for f in os.listdir(pattern_dir) if f.endswith(suffix)]
+    if not files:
+        raise FileNotFoundError(f'no *{suffix} in {pattern_dir}')
+    return max(files, key=osp.getmtime)
+
+
+def first_last(scalars_json: str, key: str):
+    """First and last logged value of ``key`` (``None`` when it was never logged)."""
+    values = []
+    with open(scalars_json) as f:
+        for line in f:
+            record = json.loads(line)
+            if key in record:
+                values.append(record[key])
+    return (values[0], values[-1]) if values else None
+
+
+def test_metrics(work_dir: str) -> dict:
+    """The metrics ``tools/test.py`` logged: the newest run's ``<timestamp>/<timestamp>.json``."""
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
+    for run in reversed(runs):
+        path = osp.join(work_dir, run, f'{run}.json')
+        if osp.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    raise FileNotFoundError(f'no test metrics json under {work_dir}')
+
+
+# ------------------------------------------------------------------- steps
+def prepare_teacher(demo: Demo, teacher: str):
+    """(checkpoint, arch name, how the summary describes it)."""
+    if teacher:
+        arch = teacher_arch(teacher)
+        demo.logger.info(f'teacher: {teacher} (a ViT-{SHORT[arch]})')
+        return teacher, arch, f'`{teacher}`'
+    path = random_teacher(demo.path('teacher_random-init_vit-small.pth'), 'small', 128)
+    demo.logger.warning('TEACHER is not set: the teacher is a RANDOMLY INITIALISED ViT-S, not a pre-trained one. '
+                        'The student learns to copy relations that mean nothing; set TEACHER=path/to/vit.pth '
+                        '(an MAE or TinyMIM ViT) for a meaningful teacher.')
+    return path, 'small', ('a **randomly initialised** ViT-S (no `TEACHER` checkpoint given): the student copies '
+                           'relations of an untrained network, so only the mechanics are shown')
+
+
+def distill(demo: Demo, teacher: str, arch: str) -> str:
+    """Distillation on the Runner; returns the training checkpoint."""
+    epochs = demo.scale['distill_epochs']
+    demo.run_tool('train', [
+        DISTILL_CONFIG, '--work-dir', demo.path('distill'), '--cfg-options',
+        f'model.teacher.checkpoint={teacher}', f'model.teacher.arch={arch}',
+        f'train_dataloader.dataset.data_root={demo.path("images")}',
+        f'train_cfg.max_epochs={epochs}', f'default_hooks.checkpoint.interval={epochs}',
+    ], f'distil ViT-{SHORT[arch]} -> ViT-T on the photographs', subprocess_run=True)
+    return newest(demo.path('distill'), '.pth')
+
+
+def segment(demo: Demo, student: str) -> dict:
+    """UperNet fine-tuning on a generated ADE20K-format set, then the test with pictures; returns the metrics."""
+    from tinymim.datasets import make_synthetic_ade20k
+    scale = demo.scale
+    data_root = demo.timed('generate the ADE20K-format set', make_synthetic_ade20k, demo.path('synthetic_ade'),
+                           num_train=scale['num_train'], num_val=scale['num_val'], size=128)
+    options = [f'model.pretrained={student}'] + [f'{split}_dataloader.dataset.data_root={data_root}'
+                                                  for split in ('train', 'test')]
+    iters = scale['seg_iters']
+    demo.run_tool('train', [
+        SEGMENT_CONFIG, '--work-dir', demo.path('segment'), '--cfg-options', *options,
+        f'train_cfg.max_iters={iters}', f'default_hooks.checkpoint.interval={iters}',
+    ], 'fine-tune UperNet + distilled ViT-T on the generated set', subprocess_run=True)
+    shutil.rmtree(demo.path('predictions'), ignore_errors=True)
+    # mmseg's SegVisualizationHook draws every `interval`-th test image: about 8 pictures.
+    draw_every = max(1, scale['num_val'] // 8)
+    demo.run_tool('test', [
+        SEGMENT_CONFIG, newest(demo.path('segment'), '.pth'), '--work-dir', demo.path('test'),
+        '--show-dir', demo.path('predictions'), '--cfg-options', *options,
+        f'default_hooks.visualization.interval={draw_every}',
+    ], 'evaluate mIoU, save predictions', subprocess_run=True)
+    return test_metrics(demo.path('test'))
+
+
+def draw_pictures(demo: Demo, distill_ckpt: str, teacher: str, arch: str) -> dict:
+    figures = demo.path('figures')
+    relations = demo.run_tool('visualize_relations', [
+        DISTILL_CONFIG, distill_ckpt, demo.path('images', f'{RELATION_IMAGE}.jpg'), '--teacher', teacher,
+        '--out', osp.join(figures, 'relations.png'), '--cfg-options', f'model.teacher.arch={arch}',
+    ], 'draw teacher/student relations')
+    curves = {}
+    for run, title in (('distill', 'distillation'), ('segment', 'UperNet fine-tuning')):
+        curves[run] = demo.run_tool('plot_logs', [demo.path(run), '--out', osp.join(figures, f'{run}_curves.png'),
+                                                  '--title', title], f'plot the {title} curves')
+    return dict(relations=relations, distill_curves=curves['distill'], segment_curves=curves['segment'])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description='Run the TinyMIM chain end to end on shipped and generated data')
+    parser.add_argument('--work-dir', default='work_dirs/demo', help='where everything is written')
+    parser.add_argument('--teacher', default=os.environ.get('TEACHER') or None,
+                        help='teacher checkpoint (default: $TEACHER; unset: a random-init ViT-S)')
+    parser.add_argument('--quick', action='store_true',
+                        help='a few iterations per step: checks the chain in under a minute, learns nothing')
+    args = parser.parse_args(argv)
+    if args.teacher and not osp.isfile(args.teacher):
+        raise FileNotFoundError(f'TEACHER={args.teacher} does not exist')
+
+    start = time.time()
+    os.makedirs(args.work_dir, exist_ok=True)
+    logger = MMLogger.get_instance(f'tinymim_demo_{time.time_ns()}', logger_name='tinymim_demo',
+                                   log_file=osp.join(args.work_dir, 'demo.log'), file_mode='w')
+    demo = Demo(args.work_dir, args.quick, logger)
+    images = demo.timed('write the scikit-image photographs', write_photos, demo.path('images'))
+    logger.info(f'{len(images)} photographs in {demo.path("images")}')
+    teacher, arch, teacher_note = prepare_teacher(demo, args.teacher)
+    distill_ckpt = distill(demo, teacher, arch)
+    student = demo.path('student_vit-tiny.pth')
+    demo.run_tool('extract_student', [distill_ckpt, student], 'extract the student weights')
+    metrics = segment(demo, student)
+    figures = draw_pictures(demo, distill_ckpt, teacher, arch)
+
+    find_scalars = load_tool('plot_logs').find_scalars
+    distill_log, seg_log = find_scalars(demo.path('distill')), find_scalars(demo.path('segment'))
+    result = dict(
+        teacher=teacher_note, quick=args.quick, num_val=demo.scale['num_val'], metrics=metrics, figures=figures,
+        losses={key: first_last(distill_log, key) for key in ('loss', 'loss_qk', 'loss_vv')},
+        seg_loss=first_last(seg_log, 'loss'),
+        predictions=sorted(osp.join(root, f) for root, _, files in os.walk(demo.path('predictions'))
+                           for f in files if f.endswith('.png')),
+        steps=demo.steps, seconds=time.time() - start)
+    summary = write_summary(demo.path('summary.md'), result, args.work_dir)
+    logger.info(f'mIoU on the generated validation set: {metrics["mIoU"]:.2f} % '
+                '(a pipeline check, not an ADE20K result)')
+    if not args.teacher:
+        logger.warning('the teacher was RANDOMLY INITIALISED (TEACHER not set)')
+    logger.info(f'demo finished in {result["seconds"]:.0f} s; summary: {summary}')
+    return result
+
+
+def _fmt(pair) -> str:
+    return 'not logged' if pair is None else f'{pair[0]:.4f} → {pair[1]:.4f}'
+
+
+def write_summary(path: str, r: dict, work_dir: str) -> str:
+    rel = lambda p: osp.relpath(p, work_dir)  # noqa: E731  (links work from the summary's folder)
+    m = r['metrics']
+    lines = [
+        '# TinyMIM demo',
+        '',
+        f'Finished in {r["seconds"]:.0f} s' + (' (`--quick`: a few iterations, the numbers mean nothing).'
+                                               if r['quick'] else '.'),
+        '',
+        f'**Teacher:** {r["teacher"]}.',
+        '',
+        '## What ran',
+        '',
+        '| step | seconds | command |',
+        '|---|---|---|',
+    ]
+    for s in r['steps']:
+        lines.append(f'| {s["what"]} | {s["seconds"]:.0f} | {"`" + s["command"] + "`" if s["command"] else ""} |')
+    lines += [
+        '',
+        '## Numbers',
+        '',
+        '| what | first → last |',
+        '|---|---|',
+    ]
+    for key, pair in r['losses'].items():
+        lines.append(f'| distillation `{key}` | {_fmt(pair)} |')
+    lines.append(f'| segmentation `loss` | {_fmt(r["seg_loss"])} |')
+    lines += [
+        '',
+        f'**mIoU {m["mIoU"]:.2f} %**, mAcc {m["mAcc"]:.2f} %, aAcc {m["aAcc"]:.2f} % on the generated '
+        f'validation set ({r["num_val"]} images; mmseg\'s `IoUMetric`, 150-class head, the mean over the classes '
+        'that occur in the labels or the predictions). This checks the pipeline; it is not an ADE20K result.',
+        '',
+        '## Pictures',
+        '',
+        f'- teacher vs student relations: [{rel(r["figures"]["relations"])}]({rel(r["figures"]["relations"])})',
+        f'- distillation curves: [{rel(r["figures"]["distill_curves"])}]({rel(r["figures"]["distill_curves"])})',
+        f'- segmentation curves: [{rel(r["figures"]["segment_curves"])}]({rel(r["figures"]["segment_curves"])})',
+        f'- predictions next to the ground truth ({len(r["predictions"])} images), e.g.:',
+    ]
+    lines += [f'  - [{rel(p)}]({rel(p)})' for p in r['predictions'][:3]]
+    lines += ['', f'![relations]({rel(r["figures"]["relations"])})', '']
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path
+
+
+if __name__ == '__main__':
+    main()
