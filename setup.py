@@ -38,8 +38,7 @@ def add_mim_extension():
         return
     mim_root = osp.join(ROOT, 'tinymim', '.mim')
     os.makedirs(mim_root, exist_ok=True)
-    for src_name, tar_name in (('mmseg_configs', 'configs'), ('tools', 'tools'),
-                               ('model-index.yml', 'model-index.yml')):
+    for src_name, tar_name in (('mmseg_configs', 'configs'), ('tools', 'tools')):
         src = osp.join(ROOT, src_name)
         tar = osp.join(mim_root, tar_name)
         if not osp.exists(src):
@@ -50,10 +49,16 @@ def add_mim_extension():
             shutil.rmtree(tar)
         if mode == 'symlink':
             os.symlink(osp.relpath(src, mim_root), tar)
-        elif osp.isdir(src):
-            shutil.copytree(src, tar)
         else:
-            shutil.copyfile(src, tar)
+            shutil.copytree(src, tar)
+    # mim resolves the index's paths inside .mim, where the configs are `configs/`.
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        index = f.read().replace('mmseg_configs/', 'configs/')
+    tar = osp.join(mim_root, 'model-index.yml')
+    if osp.islink(tar):  # never write through a link into the source tree
+        os.remove(tar)
+    with open(tar, 'w') as f:
+        f.write(index)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 """The shell commands in the README cannot drift from the code.
 
-Every command in a ```bash/```shell/```sh block of ``README.md`` (and of
-``docs/manual_draft.md`` while it exists) is parsed, and checked by kind:
+Every command in a ```bash/```shell/```sh block of ``README.md`` and of the
+user docs in ``docs/`` is parsed, and checked by kind:
 
 * ``python tools/X.py ...``: the script exists, its ``--help`` runs, and
   every ``--option`` the command uses is in that help;
@@ -19,6 +19,7 @@ brackets are allowed; paths of user data and checkpoints are not checked.
 """
 import contextlib
 import io
+import glob
 import os.path as osp
 import re
 import runpy
@@ -30,7 +31,7 @@ from typing import Dict, List, NamedTuple
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DOCS = ('README.md', osp.join('docs', 'manual_draft.md'))
+DOCS = ('README.md', *sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'docs', '*.md'))))
 SHELL_FENCES = ('bash', 'shell', 'sh', 'console')
 PYTHONS = {'python', 'python3', '.venv/bin/python', '$(VENV)/bin/python', '$PY'}
 # mim's own options for `mim train|test` (passed to mim, not to the tool).
