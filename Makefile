@@ -14,7 +14,7 @@ demo: install
 	$(PY) tools/demo.py
 
 lint: install
-	$(VENV)/bin/ruff check tinymim tools tests benchmarks mmseg_configs
+	$(VENV)/bin/ruff check tinymim tools tests benchmarks mmseg_configs docs
 
 clean:
 	rm -rf build dist *.egg-info tinymim/.mim .pytest_cache

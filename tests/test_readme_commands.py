@@ -18,8 +18,8 @@ brackets are allowed; paths of user data and checkpoints are not checked.
 ``--help`` runs in this process (``runpy``), so the heavy imports happen once.
 """
 import contextlib
-import io
 import glob
+import io
 import os.path as osp
 import re
 import runpy

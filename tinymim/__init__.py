@@ -8,7 +8,6 @@ from .version import __version__
 
 register_mmengine_safe_globals()
 
-from . import models  # noqa: E402,F401  (registers modules)
-from . import datasets, engine  # noqa: E402,F401  (registers modules)
+from . import datasets, engine, models  # noqa: E402,F401  (registers modules)
 
 __all__ = ['__version__']
