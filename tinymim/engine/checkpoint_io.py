@@ -17,8 +17,9 @@ def temporary_name(filename: str) -> str:
     return f'.{filename}{TMP_SUFFIX}'
 
 
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: str) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -27,13 +28,9 @@ def _fsync_dir(folder: str) -> None:
 
 def commit_file(tmp_path: str, final_path: str) -> None:
     """Flush ``tmp_path`` to disk and atomically rename it to ``final_path``."""
-    fd = os.open(tmp_path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(tmp_path)
     os.replace(tmp_path, final_path)
-    _fsync_dir(osp.dirname(osp.abspath(final_path)))
+    _fsync(osp.dirname(osp.abspath(final_path)))  # the rename itself
 
 
 def atomic_write_text(path: str, text: str) -> None:
