@@ -5,24 +5,29 @@ block), the student forward to the same point, the QK + VV relation KL,
 backward and an AdamW step on the student.
 
 * ours: ``TinyMIMDistiller`` built from ``mmseg_configs/distill/`` (SDPA
-  attention, the chunked relation loss with its closed-form backward) and
-  the configs' optimizer (fused AdamW).
+  attention, the chunked relation loss with its closed-form backward, the
+  MLP that recomputes GELU in backward, drop path that skips the dropped
+  samples' branches) and the configs' optimizer (fused AdamW).
 * eager: written below as plain PyTorch. Every block materialises its
   softmax attention, as the reference code does, and the relation loss
   materialises both relations' log-softmax for autograd. It gets the same
   weights (same parameter names) and does the same work otherwise: teacher
   under ``no_grad``, nothing computed past the distilled blocks, and the
   reference's plain ``torch.optim.AdamW`` (torch's default implementation:
-  a per-tensor loop on CPU) with the same hyper-parameters. So the ratio
-  measures attention, loss, optimizer kernel and (``--compile``) compiler,
-  not skipped work.
+  a per-tensor loop on CPU) with the same hyper-parameters, and timm's
+  ``DropPath`` and ``Mlp``. So the ratio measures attention, loss, MLP,
+  drop path, optimizer kernel and (``--compile``) compiler, not work that
+  both sides skip.
 
-Achieved FLOP/s uses the step's model FLOPs counted by
-``torch.utils.flop_counter`` on the eager baseline (matmuls and
-convolutions, forward and backward) for both sides, against this machine's
-fp32 ``torch.mm`` peak measured in the same run. ``--loss-memory`` adds the
-peak memory of the relation loss alone (forward + backward, ViT-B teacher
-to ViT-S student shapes) at several resolutions.
+Achieved FLOP/s: the FLOPs each side executes in one step, counted by
+``torch.utils.flop_counter`` (matmuls, attention and convolutions, forward
+and backward), per CPU-second, against this machine's fp32 ``torch.mm``
+peak measured in the same run. Ours executes fewer: drop path skips the
+dropped samples' branches (``tinymim.models.vit.add_residual``). Every
+step is seeded alike, so both sides drop the same samples in every timed
+step and in the count. ``--loss-memory`` adds the peak memory of the
+relation loss alone (forward + backward, ViT-B teacher to ViT-S student
+shapes) at several resolutions.
 
 Example: ``python benchmarks/distill_step.py --pairs b-s,s-t --res 224 --batch 8``.
 """
@@ -194,6 +199,7 @@ def step_fn(spec, device):
     optimizer = build_optimizer(spec['pair'], spec['impl'], params)
 
     def step():
+        torch.manual_seed(0)  # the same drop-path masks in every timed step (and in the FLOP count)
         loss().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -228,12 +234,28 @@ def worker(args):
         return
     step = step_fn(spec, args.device)
     result = measure(step, args.device, args.warmup, args.repeats)
-    if spec['impl'] == 'eager' and args.device == 'cpu':
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as counter:
-            step()
-        result['flops'] = counter.get_total_flops()
+    if args.device == 'cpu':
+        result['flops'] = count_flops(step)
     emit(result)
+
+
+def count_flops(fn) -> int:
+    """Matmul and convolution FLOPs ``fn`` executes, forward and backward.
+
+    ``torch.utils.flop_counter`` has no formula for CPU flash attention; it
+    gets the generic SDPA ones here.
+    """
+    from torch.utils import flop_counter as fc
+    aten = torch.ops.aten
+    formulas = {  # the counter passes shapes
+        aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *args, **kwargs: fc.sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda grad_out, q, k, v, *args, **kwargs: fc.sdpa_backward_flop_count(grad_out, q, k, v),
+    }
+    with fc.FlopCounterMode(display=False, custom_mapping=formulas) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 # --------------------------------------------------------------- parent
@@ -270,15 +292,16 @@ def main():
                                 compile=args.compile and impl == 'ours', amp=args.amp)
                     out[impl] = run_worker(__file__, spec, args)
                 ips = {k: args.batch / v['seconds'] for k, v in out.items()}
-                flops = out['eager'].get('flops')
-                # FLOPs per CPU-second against torch.mm's FLOPs per CPU-second (see common.py).
-                util = {k: f"{flops / v['cpu_seconds'] / peak['flops_per_cpu_s']:.0%}" if flops else '-'
+                # Each side's executed FLOPs per CPU-second against torch.mm's (see common.py).
+                util = {k: f"{v['flops'] / v['cpu_seconds'] / peak['flops_per_cpu_s']:.0%}" if v.get('flops') else '-'
                         for k, v in out.items()}
+                gflop = {k: f"{v['flops'] / 1e9:.0f}" if v.get('flops') else '-' for k, v in out.items()}
                 rows.append([pair.upper().replace('-', '→'), res, args.batch, ips['ours'], ips['eager'],
                              ratio(ips['ours'], ips['eager']),
                              ratio(out['eager']['cpu_seconds'], out['ours']['cpu_seconds']),
                              out['ours']['peak_mib'], out['eager']['peak_mib'],
-                             ratio(out['ours']['peak_mib'], out['eager']['peak_mib']), util['ours'], util['eager']])
+                             ratio(out['ours']['peak_mib'], out['eager']['peak_mib']), gflop['ours'], gflop['eager'],
+                             util['ours'], util['eager']])
         loss_rows = []
         for res in [int(r) for r in args.loss_memory.split(',') if r.strip()]:
             mem = {impl: run_worker(__file__, dict(loss_memory=True, impl=impl, res=res, batch=args.loss_batch,
@@ -293,7 +316,7 @@ def main():
           f'per CPU-second ({args.peak_size}² fp32 torch.mm); {machine_line(args.device)}\n')
     print(markdown_table(['pair', 'px', 'batch', 'ours img/s', 'eager img/s', 'speed ratio (wall)',
                           'speed ratio (CPU time)', 'ours peak MiB', 'eager peak MiB', 'memory ratio',
-                          'ours % of mm peak', 'eager % of mm peak'], rows))
+                          'ours GFLOP', 'eager GFLOP', 'ours % of mm peak', 'eager % of mm peak'], rows))
     if loss_rows:
         print(f'\nRelation loss alone (QK + VV, forward + backward; batch {args.loss_batch}, 12 heads, '
               'chunks of 64 rows)\n')

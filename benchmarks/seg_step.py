@@ -1,9 +1,11 @@
 """UperNet-ViT at 512x512: our ``TinyMIMViT`` against mmseg's ``MAE`` backbone.
 
 Both sides are built from our UperNet config (``mmseg_configs/upernet/``)
-and differ only in the backbone: ``TinyMIMViT`` (SDPA attention with the
-relative position bias as its mask) or mmseg's ``MAE`` (BEiT attention,
-softmax materialised). They hold the same weights: the script initialises
+and differ only in the backbone: ``TinyMIMViT`` (inference: SDPA with the
+cached relative position bias as its mask; training on CPU: the chunked
+attention that trains the bias without keeping N×N maps, the MLP that
+recomputes GELU in backward, drop path that skips dropped samples) or
+mmseg's ``MAE`` (BEiT attention, softmax materialised). They hold the same weights: the script initialises
 the mmseg model once, and our side loads that file through
 ``tinymim.models.checkpoint.load_vit_checkpoint`` (the neck and heads have
 the same keys). Relative-bias tables get random values so the bias path is
@@ -153,6 +155,7 @@ def worker(args: argparse.Namespace) -> None:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
         def step():
+            torch.manual_seed(1)  # the same drop-path draws in every timed step
             with amp:
                 losses = model.loss(inputs, samples)
             loss = sum(v for k, v in losses.items() if 'loss' in k)

@@ -12,14 +12,16 @@ by default.
 blocks before the tapped one and only as much of the tapped block as the
 requested outputs need, and returns Q/K/V split into any number of heads.
 """
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 
+from .biased_attention import chunked_biased_attention
+from .mlp import Mlp
 from .pos_embed import (
     relative_bias_table_size,
     relative_position_index,
@@ -41,6 +43,7 @@ ARCH_ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large', 'h': 'huge
 QKV_OUTPUTS = ('q', 'k', 'v')
 FEATURE_OUTPUTS = ('attn', 'ffn', 'block')  # Ĥ_i, H̃_i, F_i in the TinyMIM paper
 TAP_OUTPUTS = QKV_OUTPUTS + FEATURE_OUTPUTS
+ATTN_IMPLS = ('auto', 'chunked', 'sdpa')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -96,12 +99,22 @@ class Attention(nn.Module):
     With ``window`` set, a BEiT relative position bias (zero-initialised) is
     added as the attention mask; it is bicubically resized when the token
     grid differs from the window it was built for.
+
+    ``attn_impl`` chooses how attention runs while the bias table trains:
+    ``'chunked'`` (``biased_attention.py``: no B×H×N×N maps kept for
+    backward), ``'sdpa'``, or ``'auto'``: chunked on CPU, where SDPA has no
+    fused kernel with a bias gradient, and SDPA on other devices. Without a
+    bias gradient (inference, a frozen table), attention dropout or fp16/bf16
+    inputs, SDPA always runs.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0., window: Optional[Tuple[int, int]] = None):
+                 proj_drop: float = 0., window: Optional[Tuple[int, int]] = None, attn_impl: str = 'auto'):
         super().__init__()
         check_heads(dim, num_heads)
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
+        self.attn_impl = attn_impl
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -141,42 +154,85 @@ class Attention(nn.Module):
         cache = getattr(self, '_bias_cache', None)
         if cache is not None and cache[0] == key and not torch.is_grad_enabled():
             return cache[1]
+        table_t, index = self.bias_table_and_index(grid)
+        n = index.shape[0]
+        bias = table_t.index_select(1, index.view(-1)).view(-1, n, n)
+        self._bias_cache = (key, bias) if not torch.is_grad_enabled() else None
+        return bias
+
+    def bias_table_and_index(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The heads-first (heads, T) table, resized to ``grid``, and the
+        (N, N) index into it."""
+        table = self.relative_position_bias_table
         if tuple(grid) == self.window:
             index = self.relative_position_index
         else:
             table = resize_relative_bias_table(table, grid, self.window)
             index = relative_position_index(grid).to(table.device)
-        n = index.shape[0]
-        bias = table.t().contiguous().index_select(1, index.view(-1)).view(-1, n, n)
-        self._bias_cache = (key, bias) if not torch.is_grad_enabled() else None
-        return bias
+        return table.t().contiguous(), index
+
+    def use_chunked(self, q: torch.Tensor) -> bool:
+        """Whether the chunked bias-gradient attention runs (see the class doc)."""
+        if self.attn_impl == 'sdpa' or (self.attn_impl == 'auto' and q.device.type != 'cpu'):
+            return False
+        return (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad
+                and not (self.training and self.attn_drop) and q.dtype in (torch.float32, torch.float64))
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.split_heads(x)
-        mask = None
-        if self.window:
-            if n != grid[0] * grid[1] + 1:
-                raise ValueError('relative position bias needs the full token grid plus CLS '
-                                 f'({grid[0]}x{grid[1]}+1), got {n} tokens (masked input?)')
-            mask = self.relative_bias(grid).unsqueeze(0).to(q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.attn_drop if self.training else 0.)
+        if self.window and n != grid[0] * grid[1] + 1:
+            raise ValueError('relative position bias needs the full token grid plus CLS '
+                             f'({grid[0]}x{grid[1]}+1), got {n} tokens (masked input?)')
+        if self.window and self.use_chunked(q):
+            x = chunked_biased_attention(q, k, v, *self.bias_table_and_index(grid))
+        else:
+            mask = self.relative_bias(grid).unsqueeze(0).to(q.dtype) if self.window else None
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                               dropout_p=self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+
+
+def add_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
+                 drop_path: nn.Module) -> torch.Tensor:
+    """``x + drop_path(branch(x))``, running the branch only on the samples
+    that drop path keeps.
+
+    timm's ``DropPath`` computes the branch for the whole batch and then
+    multiplies the dropped samples by zero: with rate 0.1 that is a tenth of
+    the branch's work, forward and backward, for nothing. The mask is drawn
+    as timm draws it (one Bernoulli(1 - rate) per sample, kept samples
+    scaled by 1 / (1 - rate)), only before the branch instead of after: the
+    same masks whenever the branch itself draws no random numbers.
+    """
+    if not isinstance(drop_path, DropPath) or not drop_path.training or drop_path.drop_prob == 0:
+        return x + drop_path(branch(x))
+    keep_prob = 1 - drop_path.drop_prob
+    scale = 1 / keep_prob if keep_prob > 0 and drop_path.scale_by_keep else 1
+    kept = x.new_empty((x.shape[0],)).bernoulli_(keep_prob).nonzero().flatten()
+    if kept.numel() == x.shape[0]:
+        return x + branch(x) * scale
+    if kept.numel() == 0:
+        # Rare (rate^batch): run the branch and zero it, as timm does, so its
+        # parameters get zero gradients rather than none, which DDP
+        # (find_unused_parameters=False) and the optimizer expect.
+        return x + branch(x) * 0
+    out = branch(x.index_select(0, kept))
+    return x.index_add(0, kept, out * scale)
 
 
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
                  layer_scale: Optional[float] = None, window: Optional[Tuple[int, int]] = None,
-                 norm_eps: float = 1e-6):
+                 norm_eps: float = 1e-6, attn_impl: str = 'auto'):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, window)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, window, attn_impl)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -186,15 +242,15 @@ class Block(nn.Module):
         H̃ = FFN(LN(Ĥ)) and output F = Ĥ + H̃ (residual branches scaled and
         dropped as in ``forward``). With only 'attn' asked for, the FFN
         does not run."""
-        parts = dict(attn=x + self.drop_path1(self.ls1(self.attn(self.norm1(x), grid))))
+        parts = dict(attn=add_residual(x, lambda t: self.ls1(self.attn(self.norm1(t), grid)), self.drop_path1))
         if set(outputs) & {'ffn', 'block'}:
             parts['ffn'] = self.mlp(self.norm2(parts['attn']))
             parts['block'] = parts['attn'] + self.drop_path2(self.ls2(parts['ffn']))
         return {name: parts[name] for name in outputs if name in parts}
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), grid)))
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        x = add_residual(x, lambda t: self.ls1(self.attn(self.norm1(t), grid)), self.drop_path1)
+        return add_residual(x, lambda t: self.ls2(self.mlp(self.norm2(t))), self.drop_path2)
 
 
 class VisionTransformer(BaseModule):
@@ -211,6 +267,8 @@ class VisionTransformer(BaseModule):
             splits the student's relation block with the teacher's count).
         pos_embed_type: ``'learned'`` or ``'sincos'`` (fixed, not trained).
         use_rel_pos_bias: BEiT relative position bias per block, zero init.
+        attn_impl: ``'auto'``, ``'chunked'`` or ``'sdpa'``: how attention
+            with a trainable relative position bias runs (see ``Attention``).
         layer_scale_init_value: layer scale γ init; ``None``/0 disables it.
         drop_path_rate / drop_path_schedule: stochastic depth, ``'linear'``
             (0 -> rate over depth) or ``'constant'`` (rate on every block).
@@ -230,7 +288,7 @@ class VisionTransformer(BaseModule):
                  layer_scale_init_value: Optional[float] = None, drop_rate: float = 0.,
                  attn_drop_rate: float = 0., drop_path_rate: float = 0.,
                  drop_path_schedule: str = 'linear', final_norm: bool = True,
-                 norm_eps: float = 1e-6, init_cfg: Optional[dict] = None):
+                 norm_eps: float = 1e-6, attn_impl: str = 'auto', init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         settings = resolve_arch(arch)
         self.embed_dims = settings['embed_dims']
@@ -266,7 +324,7 @@ class VisionTransformer(BaseModule):
         window = self.grid_size if use_rel_pos_bias else None
         self.blocks = nn.ModuleList([
             Block(self.embed_dims, self.num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                  rates[i], layer_scale_init_value, window, norm_eps) for i in range(self.num_layers)])
+                  rates[i], layer_scale_init_value, window, norm_eps, attn_impl) for i in range(self.num_layers)])
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps) if final_norm else None
         self.reset_parameters()
 

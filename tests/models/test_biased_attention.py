@@ -1,0 +1,117 @@
+"""The chunked attention with a trainable relative position bias must match
+SDPA with the gathered bias, in value and in every gradient, and must not
+keep N×N maps for backward."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinymim.models.biased_attention import chunked_biased_attention
+from tinymim.models.vit import Attention, VisionTransformer
+
+
+def sdpa_reference(q, k, v, table_t, index):
+    n = index.shape[0]
+    bias = table_t.index_select(1, index.view(-1)).view(-1, n, n)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+
+
+@pytest.mark.parametrize('chunk', [1, 8, 13, 64])  # 13: the last chunk is partial
+def test_matches_sdpa_values_and_gradients(chunk):
+    torch.manual_seed(0)
+    n, heads, table_size = 37, 3, 50
+    qkv = torch.randn(2, n, 3, heads, 8, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(table_size, heads, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, table_size, (n, n))
+    grad_out = torch.randn(2, heads, n, 8, dtype=torch.float64)
+    results = []
+    for fn in (lambda *a: chunked_biased_attention(*a, chunk=chunk), sdpa_reference):
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # strided, as split_heads gives them
+        out = fn(q, k, v, table.t().contiguous(), index)
+        results.append((out, *torch.autograd.grad(out, (qkv, table), grad_out)))
+    for ours, ref in zip(*results):
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_gradcheck():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    table_t = torch.randn(2, 11, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 11, (9, 9))
+    assert torch.autograd.gradcheck(lambda *a: chunked_biased_attention(*a, index, chunk=4), (q, k, v, table_t))
+
+
+def test_rejects_half_precision_and_bad_shapes():
+    q = torch.randn(1, 2, 5, 4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match='fp32/fp64'):
+        chunked_biased_attention(q, q, q, torch.zeros(2, 3), torch.zeros(5, 5, dtype=torch.long))
+    q = q.float()
+    with pytest.raises(ValueError, match='2 heads and 5 tokens'):
+        chunked_biased_attention(q, q, q, torch.zeros(3, 3), torch.zeros(5, 5, dtype=torch.long))
+
+
+def saved_shapes(fn):
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        fn()
+    return shapes
+
+
+@pytest.mark.parametrize('grid', [(4, 5), (6, 3)])  # the second is resized from the window
+def test_attention_impls_agree_and_chunked_keeps_no_nxn_maps(grid):
+    torch.manual_seed(0)
+    n = grid[0] * grid[1] + 1
+    attns = {impl: Attention(32, 4, window=(4, 5), attn_impl=impl) for impl in ('chunked', 'sdpa')}
+    with torch.no_grad():
+        attns['chunked'].relative_position_bias_table.normal_()
+    attns['sdpa'].load_state_dict(attns['chunked'].state_dict())
+    x = torch.randn(2, n, 32)
+    outs, grads, saved = {}, {}, {}
+    for impl, attn in attns.items():
+        assert attn.use_chunked(x) == (impl == 'chunked')
+        saved[impl] = saved_shapes(lambda: outs.__setitem__(impl, attn(x, grid)))
+        outs[impl].square().sum().backward()
+        grads[impl] = {name: p.grad for name, p in attn.named_parameters()}
+    torch.testing.assert_close(outs['chunked'], outs['sdpa'], rtol=1e-5, atol=1e-6)
+    for name, g in grads['sdpa'].items():
+        torch.testing.assert_close(grads['chunked'][name], g, rtol=1e-4, atol=1e-5, msg=name)
+    assert any(s[-2:] == (n, n) for s in saved['sdpa'])  # the math path keeps the maps
+    assert not any(s[-2:] == (n, n) and s != (n, n) for s in saved['chunked'])  # only the shared index
+
+
+def test_when_auto_uses_the_chunked_path():
+    attn = Attention(16, 2, window=(2, 2), attn_drop=0.1)
+    x = torch.randn(1, 5, 16)
+    attn.eval()
+    assert attn.use_chunked(x)  # CPU, trainable table, no attention dropout at eval
+    attn.train()
+    assert not attn.use_chunked(x)  # attention dropout: SDPA
+    attn.eval()
+    with torch.no_grad():
+        assert not attn.use_chunked(x)  # inference: SDPA with the cached bias
+    assert not attn.use_chunked(x.double().bfloat16())
+    attn.relative_position_bias_table.requires_grad_(False)
+    assert not attn.use_chunked(x)
+    assert not Attention(16, 2, window=(2, 2), attn_impl='sdpa').use_chunked(x)
+
+
+def test_bad_attn_impl_is_named():
+    with pytest.raises(ValueError, match="attn_impl must be one of .*'flash'"):
+        VisionTransformer('tiny', img_size=32, use_rel_pos_bias=True, attn_impl='flash')
+
+
+def test_backbone_trains_the_same_with_either_impl():
+    torch.manual_seed(0)
+    models = {impl: VisionTransformer(dict(embed_dims=32, num_layers=2, num_heads=4), img_size=64,
+                                      use_rel_pos_bias=True, attn_impl=impl) for impl in ('chunked', 'sdpa')}
+    models['sdpa'].load_state_dict(models['chunked'].state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = {}
+    for impl, model in models.items():
+        with torch.no_grad():
+            for blk in model.blocks:
+                blk.attn.relative_position_bias_table.normal_(generator=torch.Generator().manual_seed(1))
+        model(x).sum().backward()
+        grads[impl] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads['chunked'].keys() == grads['sdpa'].keys()
+    for name, g in grads['sdpa'].items():
+        torch.testing.assert_close(grads['chunked'][name], g, rtol=1e-4, atol=1e-5, msg=name)
