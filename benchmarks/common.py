@@ -124,7 +124,7 @@ def measure(fn: Callable[[], object], device: str, warmup: int, repeats: int) ->
                 peak_mib=memory.peak_mib(), times=times)
 
 
-def matmul_peak(device: str, size: int = 4096, repeats: int = 5, dtype=torch.float32) -> Dict[str, float]:
+def matmul_peak(device: str, size: int = 4096, repeats: int = 10, dtype=torch.float32) -> Dict[str, float]:
     """``torch.mm`` of two (size x size) matrices: FLOP/s on the wall clock and
     FLOP per CPU-second, best of ``repeats``."""
     a = torch.randn(size, size, device=device, dtype=dtype)

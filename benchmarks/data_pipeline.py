@@ -3,8 +3,9 @@
 * ours: the training pipeline of ``mmseg_configs/_base_/datasets/
   imagenet_unlabeled.py`` (``LoadImageRGB`` -> ``RandomResizedCropFlip`` ->
   ``StudentColorJitter`` -> ``PackTwoViewInputs``): OpenCV decode, uint8
-  tensor ops, two uint8 views; normalisation happens later, batched, in the
-  model's data preprocessor.
+  tensor crop and resize, the three jitter blends in one float pass, two
+  uint8 views; normalisation happens later, batched, in the model's data
+  preprocessor.
 * reference: the reference's torchvision/PIL pipeline with the same
   augmentations: PIL decode, ``RandomResizedCrop(224, scale=(0.2, 1.0),
   bicubic)``, horizontal flip, ``ColorJitter(0.4, 0.4, 0.4)`` on the

@@ -295,7 +295,7 @@ def main():
                 # Each side's executed FLOPs per CPU-second against torch.mm's (see common.py).
                 util = {k: f"{v['flops'] / v['cpu_seconds'] / peak['flops_per_cpu_s']:.0%}" if v.get('flops') else '-'
                         for k, v in out.items()}
-                gflop = {k: f"{v['flops'] / 1e9:.0f}" if v.get('flops') else '-' for k, v in out.items()}
+                gflop = {k: f"{v['flops'] / 1e9:.4g}" if v.get('flops') else '-' for k, v in out.items()}
                 rows.append([pair.upper().replace('-', '→'), res, args.batch, ips['ours'], ips['eager'],
                              ratio(ips['ours'], ips['eager']),
                              ratio(out['eager']['cpu_seconds'], out['ours']['cpu_seconds']),

@@ -44,6 +44,8 @@ def test_distill_step_runs():
                      '--peak-size', '256', *FAST)
     (row,) = table_rows(out, 'pair')
     assert row[:3] == ['S→T', '32', '2'] and float(row[3]) > 0 and row[-1].endswith('%')
+    ours_gflop, eager_gflop = float(row[-4]), float(row[-3])  # executed FLOPs, attention included
+    assert 0 < ours_gflop and 0.8 < ours_gflop / eager_gflop < 1.2
     (loss_row,) = table_rows(out, 'px')
     assert loss_row[:2] == ['32', '5']
 
@@ -62,3 +64,19 @@ def test_bad_flags_fail_clearly(name):
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'benchmarks', name), *flag], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode != 0 and flag[1] in proc.stderr
+
+
+def test_flop_count_includes_cpu_flash_attention():
+    """The executed-FLOP count must see SDPA's CPU kernels, forward and backward."""
+    import torch
+    import torch.nn.functional as F
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    try:
+        from distill_step import count_flops
+    finally:
+        sys.path.remove(osp.join(ROOT, 'benchmarks'))
+    b, h, n, d = 2, 3, 17, 8
+    q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for _ in range(3))
+    forward = 2 * 2 * b * h * n * n * d  # QKᵀ and PV
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == forward
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()) == 3.5 * forward

@@ -16,8 +16,7 @@ from mmcv.transforms import BaseTransform
 from mmengine import fileio
 from mmengine.structures import BaseDataElement
 from mmseg.registry import TRANSFORMS
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
-from torchvision.transforms.v2 import ColorJitter
+from torchvision.transforms import ColorJitter, InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 
@@ -86,16 +85,56 @@ class RandomResizedCropFlip(BaseTransform):
         return results
 
 
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+
+
+def color_jitter(img: torch.Tensor, order: Sequence[int], brightness: Optional[float], contrast: Optional[float],
+                 saturation: Optional[float]) -> torch.Tensor:
+    """torchvision's brightness / contrast / saturation blends on a CHW uint8
+    image, in ``order`` (0, 1, 2 = brightness, contrast, saturation; other
+    entries and ``None`` factors are skipped), computed in float and rounded
+    once.
+
+    torchvision converts back to uint8 (truncating) after every blend, so
+    its result is up to one level lower per blend; the factors, order,
+    clamping and grey weights are the same. One float pass instead of three
+    uint8 round trips makes the jitter ~3x faster (benchmarks/data_pipeline.py).
+    """
+    x = img.float()
+    weights = x.new_tensor(GRAY_WEIGHTS)
+    for op in order:
+        if op == 0 and brightness is not None:
+            x.mul_(brightness)
+        elif op == 1 and contrast is not None:
+            mean = weights.matmul(x.view(3, -1)).mean()
+            x.mul_(contrast).add_(mean * (1 - contrast))
+        elif op == 2 and saturation is not None:
+            gray = weights.matmul(x.view(3, -1)).view(1, *x.shape[1:])
+            x.mul_(saturation).add_(gray, alpha=1 - saturation)
+        else:
+            continue
+        x.clamp_(0, 255)
+    return x.round_().to(torch.uint8)
+
+
 @TRANSFORMS.register_module()
 class StudentColorJitter(BaseTransform):
-    """Adds ``results['student_img']``: the shared view after torchvision's
-    ``ColorJitter``; ``results['img']`` stays the plain teacher view."""
+    """Adds ``results['student_img']``: the shared view after a colour jitter
+    with torchvision ``ColorJitter``'s semantics (factors uniform in
+    [max(0, 1 - x), 1 + x], the blends in random order; with a hue jitter
+    torchvision's ``ColorJitter`` runs as is); ``results['img']`` stays the
+    plain teacher view."""
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.):
-        self.jitter = ColorJitter(brightness, contrast, saturation, hue)
+        self.jitter = ColorJitter(brightness, contrast, saturation, hue)  # checks the values as torchvision does
 
     def transform(self, results: dict) -> dict:
-        results['student_img'] = self.jitter(results['img'])
+        j = self.jitter
+        if j.hue is not None:  # hue needs HSV: torchvision's own ops
+            results['student_img'] = j(results['img'])
+            return results
+        order, b, c, s, _ = ColorJitter.get_params(j.brightness, j.contrast, j.saturation, None)
+        results['student_img'] = color_jitter(results['img'], order.tolist(), b, c, s)
         return results
 
 
