@@ -46,6 +46,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: all cores)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs per configuration')
     parser.add_argument('--repeats', type=int, default=2, help='timed runs per configuration (best is kept)')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='fresh worker processes per side, alternating the sides (best time, highest peak '
+                             'memory kept): evens out process-to-process variation')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: bf16 autocast for ours (the baseline: see the script)')
     parser.add_argument('--compile', action='store_true', help='torch.compile our model(s)')
@@ -154,6 +157,21 @@ def run_worker(script: str, spec: dict, args: argparse.Namespace) -> dict:
     if proc.returncode or not lines:
         raise RuntimeError(f'benchmark worker {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}')
     return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def run_sides(script: str, specs: Dict[str, dict], args: argparse.Namespace) -> Dict[str, dict]:
+    """Each side's worker ``args.rounds`` times, sides alternating; per side
+    the result of its fastest round, with the highest peak memory seen."""
+    results: Dict[str, List[dict]] = {side: [] for side in specs}
+    for _ in range(max(1, args.rounds)):
+        for side, spec in specs.items():
+            results[side].append(run_worker(script, spec, args))
+    best = {}
+    for side, runs in results.items():
+        best[side] = dict(min(runs, key=lambda r: r['seconds']), cpu_seconds=min(r['cpu_seconds'] for r in runs))
+        if 'peak_mib' in runs[0]:
+            best[side]['peak_mib'] = max(r['peak_mib'] for r in runs)
+    return best
 
 
 def worker_setup(args: argparse.Namespace) -> dict:

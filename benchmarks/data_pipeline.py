@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from common import check_device, emit, machine_line, markdown_table, ratio, run_worker, scratch_dir, worker_setup
+from common import check_device, emit, machine_line, markdown_table, ratio, run_sides, scratch_dir, worker_setup
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -100,6 +100,8 @@ def main():
     parser.add_argument('--size', default='500x375', help='JPEG size WxH (ImageNet-like)')
     parser.add_argument('--crop', type=int, default=224, help='output size of the views')
     parser.add_argument('--passes', type=int, default=3, help='timed passes over the images (best is kept)')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='fresh worker processes per pipeline, alternating (best kept)')
     parser.add_argument('--device', default='cpu', help=argparse.SUPPRESS)  # data workers are CPU-only
     parser.add_argument('--warmup', type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument('--repeats', type=int, default=1, help=argparse.SUPPRESS)
@@ -117,8 +119,8 @@ def main():
         raise SystemExit(f'--size must look like 500x375, got {args.size!r}')
     with scratch_dir() as tmp:
         paths = make_jpegs(tmp, args.images, size)
-        res = {impl: run_worker(__file__, dict(impl=impl, paths=paths, crop=args.crop, passes=args.passes), args)
-               for impl in ('ours', 'reference')}
+        res = run_sides(__file__, {impl: dict(impl=impl, paths=paths, crop=args.crop, passes=args.passes)
+                                   for impl in ('ours', 'reference')}, args)
     ips = {k: v['images'] / v['seconds'] for k, v in res.items()}
     ipc = {k: v['images'] / v['cpu_seconds'] for k, v in res.items()}
     print(f'\nTwo-view pipeline, one worker (1 thread), {args.images} JPEGs {size[0]}x{size[1]} -> two '

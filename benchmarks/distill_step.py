@@ -47,6 +47,7 @@ from common import (
     matmul_peak,
     measure,
     ratio,
+    run_sides,
     run_worker,
     scratch_dir,
     worker_setup,
@@ -286,11 +287,9 @@ def main():
             for res in sizes:
                 teacher = osp.join(tmp, f'{pair}_{res}.pth')
                 make_teacher(pair, res, teacher)
-                out = {}
-                for impl in ('ours', 'eager'):
-                    spec = dict(pair=pair, impl=impl, res=res, batch=args.batch, teacher=teacher,
-                                compile=args.compile and impl == 'ours', amp=args.amp)
-                    out[impl] = run_worker(__file__, spec, args)
+                out = run_sides(__file__, {impl: dict(pair=pair, impl=impl, res=res, batch=args.batch, teacher=teacher,
+                                                      compile=args.compile and impl == 'ours', amp=args.amp)
+                                           for impl in ('ours', 'eager')}, args)
                 ips = {k: args.batch / v['seconds'] for k, v in out.items()}
                 # Each side's executed FLOPs per CPU-second against torch.mm's (see common.py).
                 util = {k: f"{v['flops'] / v['cpu_seconds'] / peak['flops_per_cpu_s']:.0%}" if v.get('flops') else '-'

@@ -37,7 +37,7 @@ from common import (
     markdown_table,
     measure,
     ratio,
-    run_worker,
+    run_sides,
     scratch_dir,
     worker_setup,
 )
@@ -221,13 +221,14 @@ def main() -> None:
             weights = osp.join(tmp, f'{arch}.pth')
             make_weights(arch, args.crop, weights)
             for part in parts:
-                res, outs = {}, {}
-                for impl in ('ours', 'mmseg'):
-                    spec = dict(arch=arch, part=part, impl=impl, weights=weights, batch=args.batch, crop=args.crop,
-                                train_batch=args.train_batch, output=osp.join(tmp, f'{arch}_{part}_{impl}.pt'),
-                                compile=args.compile and impl == 'ours', amp=args.amp)
-                    res[impl] = run_worker(__file__, spec, args)
-                    if part != 'train':
+                specs = {impl: dict(arch=arch, part=part, impl=impl, weights=weights, batch=args.batch,
+                                    crop=args.crop, train_batch=args.train_batch,
+                                    output=osp.join(tmp, f'{arch}_{part}_{impl}.pt'),
+                                    compile=args.compile and impl == 'ours', amp=args.amp)
+                         for impl in ('ours', 'mmseg')}
+                res, outs = run_sides(__file__, specs, args), {}
+                if part != 'train':
+                    for impl, spec in specs.items():
                         outs[impl] = torch.load(spec['output'], weights_only=True)
                         os.remove(spec['output'])
                 ips = {k: v['images'] / v['seconds'] for k, v in res.items()}

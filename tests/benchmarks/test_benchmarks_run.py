@@ -31,7 +31,8 @@ def table_rows(out, header_start):
 
 
 def test_seg_step_runs():
-    out = run_script('seg_step.py', '--archs', 'tiny', '--parts', 'backbone,whole', '--crop', '64', *FAST)
+    out = run_script('seg_step.py', '--archs', 'tiny', '--parts', 'backbone,whole', '--crop', '64', '--rounds', '2',
+                     *FAST)
     rows = table_rows(out, 'model')
     assert [r[:2] for r in rows] == [['ViT-T', 'backbone'], ['ViT-T', 'whole']]
     for r in rows:
