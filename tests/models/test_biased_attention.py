@@ -115,3 +115,24 @@ def test_backbone_trains_the_same_with_either_impl():
     assert grads['chunked'].keys() == grads['sdpa'].keys()
     for name, g in grads['sdpa'].items():
         torch.testing.assert_close(grads['chunked'][name], g, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_backbone_with_the_lean_training_paths_compiles():
+    """torch.compile (mmengine's ``compile=True``) traces the chunked
+    attention, the lean MLP and the drop-path gather, and matches eager."""
+    torch.manual_seed(0)
+    cfg = dict(arch=dict(embed_dims=32, num_layers=2, num_heads=4), img_size=32, use_rel_pos_bias=True,
+               drop_path_rate=0.5)
+    eager, compiled = VisionTransformer(**cfg).train(), VisionTransformer(**cfg).train()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for model in (eager, torch.compile(compiled)):
+        torch.manual_seed(1)
+        out = model(x)
+        out.sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
