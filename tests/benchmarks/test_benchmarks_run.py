@@ -31,8 +31,7 @@ def table_rows(out, header_start):
 
 
 def test_seg_step_runs():
-    out = run_script('seg_step.py', '--archs', 'tiny', '--parts', 'backbone,whole', '--crop', '64', '--rounds', '2',
-                     *FAST)
+    out = run_script('seg_step.py', '--archs', 'tiny', '--parts', 'backbone,whole', '--crop', '64', *FAST)
     rows = table_rows(out, 'model')
     assert [r[:2] for r in rows] == [['ViT-T', 'backbone'], ['ViT-T', 'whole']]
     for r in rows:
@@ -52,7 +51,8 @@ def test_distill_step_runs():
 
 
 def test_data_pipeline_runs():
-    out = run_script('data_pipeline.py', '--images', '4', '--passes', '1', '--size', '120x90', '--crop', '64')
+    out = run_script('data_pipeline.py', '--images', '4', '--passes', '1', '--size', '120x90', '--crop', '64',
+                     '--rounds', '2')  # alternating fresh workers per side
     rows = table_rows(out, 'pipeline')
     assert [r[0].split()[0] for r in rows] == ['ours', 'reference']
     assert all(float(r[1]) > 0 for r in rows)
