@@ -6,13 +6,12 @@ Mirrors mmsegmentation's ``tools/test.py``: the config's ``test_evaluator``
     python tools/test.py CONFIG CHECKPOINT [--tta] [--show-dir DIR] [--out DIR]
 """
 import argparse
-import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
 
 from tinymim.engine.config_errors import clear_config_errors
-from tinymim.engine.tool_config import build_runner, load_tool_config
+from tinymim.engine.tool_config import add_launcher_args, build_runner, load_tool_config, parse_tool_args
 
 
 def parse_args(argv=None):
@@ -28,15 +27,10 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config, key=value pairs such as '
                              'model.test_cfg.mode=whole test_dataloader.dataset.data_root=DIR')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline (multi-scale + flip) and tta_model")
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def enable_visualization(cfg: Config, args) -> None:

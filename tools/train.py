@@ -4,14 +4,13 @@ Mirrors mmsegmentation's ``tools/train.py``; works with any tinymim or mmseg con
 """
 import argparse
 import logging
-import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from tinymim.engine.config_errors import clear_config_errors
-from tinymim.engine.tool_config import build_runner, load_tool_config
+from tinymim.engine.tool_config import add_launcher_args, build_runner, load_tool_config, parse_tool_args
 
 
 def parse_args(argv=None):
@@ -25,13 +24,8 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config, key=value pairs such as '
                              'model.backbone.arch=small train_dataloader.batch_size=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser)
+    return parse_tool_args(parser, argv)
 
 
 def build_config(args) -> Config:

@@ -1,9 +1,27 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: loading a config from
 the command line and building its runner, as mmseg's tools do."""
+import argparse
+import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Sequence
 
 from mmengine.config import Config
+
+
+def add_launcher_args(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and ``--local_rank`` (also ``--local-rank``), as mmseg's tools take them."""
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line; export ``LOCAL_RANK`` when a launcher passed
+    only ``--local_rank`` (``torch.distributed.launch``)."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def load_tool_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
