@@ -98,7 +98,8 @@ def color_jitter(img: torch.Tensor, order: Sequence[int], brightness: Optional[f
     torchvision converts back to uint8 (truncating) after every blend, so
     its result is up to one level lower per blend; the factors, order,
     clamping and grey weights are the same. One float pass instead of three
-    uint8 round trips makes the jitter ~3x faster (benchmarks/data_pipeline.py).
+    uint8 round trips makes the jitter ~2.4x faster (0.26 vs 0.63 ms per 224²
+    view against torchvision v2 on one thread; docs/performance.md).
     """
     x = img.float()
     weights = x.new_tensor(GRAY_WEIGHTS)
