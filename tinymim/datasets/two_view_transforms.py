@@ -95,9 +95,10 @@ def color_jitter(img: torch.Tensor, order: Sequence[int], brightness: Optional[f
     entries and ``None`` factors are skipped), computed in float and rounded
     once.
 
-    torchvision converts back to uint8 (truncating) after every blend, so
-    its result is up to one level lower per blend; the factors, order,
-    clamping and grey weights are the same. One float pass instead of three
+    torchvision converts back to uint8 (truncating) after every blend, and
+    takes the contrast mean of a truncated grey image, so results differ by
+    up to 4 levels (tests/datasets/test_color_jitter.py); the factors,
+    order, clamping and grey weights are the same. One float pass instead of three
     uint8 round trips makes the jitter ~2.4x faster (0.26 vs 0.63 ms per 224²
     view against torchvision v2 on one thread; docs/performance.md).
     """
