@@ -72,6 +72,26 @@ def test_two_views_go_to_their_models(teacher_path):
         model(dict(teacher=xt))
 
 
+def test_mixed_precision_training_step(teacher_path):
+    """``--amp`` trains under autocast: drop path, attention, MLP and the
+    fp32 relation loss must all take bf16 activations, and the loss stay
+    close to the fp32 one."""
+    model = build(teacher_path, student=dict(distiller_cfg(teacher_path)['student'], drop_path_rate=0.5)).train()
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    fp32 = sum(model(x).values())
+    torch.manual_seed(0)  # the same drop-path masks
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = model(x)
+    loss = sum(losses.values())
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert abs(loss.item() - fp32.item()) < 0.05 * fp32.item()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None for g in grads)
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads if g is not None)
+
+
 def test_teacher_frozen_outside_optimizer_and_checkpoint(teacher_path):
     model = build(teacher_path)
     model.train()

@@ -91,3 +91,20 @@ def test_block_with_drop_path_matches_timm_style_forward():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         assert not torch.allclose(outs[0], blk.eval()(x, (2, 3)))  # some paths were dropped
+
+
+def test_autocast_branch_keeps_the_residual_dtype():
+    """Under autocast the branch returns bf16; the kept samples are added
+    back into the fp32 residual stream, as ``x + drop_path(branch(x))`` does."""
+    torch.manual_seed(0)
+    lin, drop_path = nn.Linear(8, 8), DropPath(0.5).train()  # scale 2: exact in bf16
+    x = torch.randn(16, 5, 8, requires_grad=True)
+    outs = []
+    for fn in (lambda: add_residual(x, lin, drop_path), lambda: x + drop_path(lin(x))):
+        torch.manual_seed(1)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            outs.append(fn())
+    assert outs[0].dtype == outs[1].dtype == torch.float32
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-2, atol=1e-2)
+    outs[0].sum().backward()
+    assert lin.weight.grad.dtype == torch.float32 and torch.isfinite(lin.weight.grad).all()

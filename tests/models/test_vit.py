@@ -218,3 +218,26 @@ def test_backbone_out_indices_and_registry():
     assert [m.shape for m in backbone(torch.randn(1, 3, 32, 64))] == [(1, 48, 2, 4)] * 2
     with pytest.raises(ValueError, match='out of range'):
         TinyMIMViT(SMALL_ARCH, img_size=32, out_indices=(3,))
+
+
+@pytest.mark.parametrize('attn_impl', ['chunked', 'sdpa'])
+def test_mixed_precision_training_step(attn_impl):
+    """Training under bf16 autocast (``--amp``) with drop path and a trainable
+    relative position bias: every attention path, the MLP and drop path take
+    bf16 activations; gradients stay fp32 and finite, and the output stays
+    close to fp32's."""
+    torch.manual_seed(0)
+    backbone = TinyMIMViT(SMALL_ARCH, img_size=32, use_rel_pos_bias=True, drop_path_rate=0.5,
+                          attn_impl=attn_impl, out_indices=(-1,)).train()
+    perturb_(backbone).train()
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)
+    (fp32,) = backbone(x)
+    torch.manual_seed(1)  # the same drop-path masks
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        (out,) = backbone(x)
+    torch.testing.assert_close(out.float(), fp32, rtol=0.05, atol=0.05)
+    out.float().square().mean().backward()
+    for name, p in backbone.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name

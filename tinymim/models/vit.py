@@ -218,7 +218,8 @@ def add_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]
         # (find_unused_parameters=False) and the optimizer expect.
         return x + branch(x) * 0
     out = branch(x.index_select(0, kept))
-    return x.index_add(0, kept, out * scale)
+    # Under autocast the branch returns bf16/fp16; the residual stream keeps x's dtype, as ``x + out`` would.
+    return x.index_add(0, kept, (out * scale).to(x.dtype))
 
 
 class Block(nn.Module):
