@@ -207,6 +207,8 @@ def machine_line(device: str) -> str:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(v):
+        if v is None:
+            return '-'
         if isinstance(v, float):
             return f'{v:.3g}' if abs(v) < 100 else f'{v:.0f}'
         return str(v)
@@ -217,3 +219,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def ratio(ours: float, ref: float) -> Optional[float]:
     return ours / ref if ref else None
+
+
+def cpu_time_ratio(device: str, baseline: dict, ours: dict) -> Optional[float]:
+    """Speed ratio on the CPU-time clock; none on CUDA, where the host's CPU
+    time does not measure the GPU's work."""
+    return ratio(baseline['cpu_seconds'], ours['cpu_seconds']) if device == 'cpu' else None

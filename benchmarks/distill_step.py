@@ -21,11 +21,18 @@ backward and an AdamW step on the student.
 
 Achieved FLOP/s: the FLOPs each side executes in one step, counted by
 ``torch.utils.flop_counter`` (matmuls, attention and convolutions, forward
-and backward), per CPU-second, against this machine's fp32 ``torch.mm``
-peak measured in the same run. Ours executes fewer: drop path skips the
-dropped samples' branches (``tinymim.models.vit.add_residual``). Every
-step is seeded alike, so both sides drop the same samples in every timed
-step and in the count. ``--loss-memory`` adds the peak memory of the
+and backward; compiled steps included), against a large ``torch.mm``
+measured in the same run at the step's precision (fp32, or bf16 with
+``--amp``): per CPU-second on CPU, per second on CUDA. Ours executes fewer:
+drop path skips the dropped samples' branches
+(``tinymim.models.vit.add_residual``). Every step is seeded alike, so both
+sides drop the same samples in every timed step and in the count.
+
+Model-FLOPs utilization (MFU, the "ours MFU" column): the model's FLOPs,
+taken as the eager side's count (the arithmetic as written: every sample,
+nothing recomputed), per second of our step, against ``--peak-tflops``
+(the device's datasheet peak at the step's precision) or, without it, the
+measured ``torch.mm`` peak. ``--loss-memory`` adds the peak memory of the
 relation loss alone (forward + backward, ViT-B teacher to ViT-S student
 shapes) at several resolutions.
 
@@ -41,6 +48,7 @@ from common import (
     add_common_args,
     autocast,
     check_device,
+    cpu_time_ratio,
     emit,
     machine_line,
     markdown_table,
@@ -228,15 +236,14 @@ def loss_memory_worker(spec, device):
 def worker(args):
     spec = worker_setup(args)
     if spec.get('peak'):
-        emit(matmul_peak(args.device, spec['size']))
+        emit(matmul_peak(args.device, spec['size'], dtype=getattr(torch, spec['dtype'])))
         return
     if spec.get('loss_memory'):
         emit(loss_memory_worker(spec, args.device))
         return
     step = step_fn(spec, args.device)
     result = measure(step, args.device, args.warmup, args.repeats)
-    if args.device == 'cpu':
-        result['flops'] = count_flops(step)
+    result['flops'] = count_flops(step)
     emit(result)
 
 
@@ -269,6 +276,9 @@ def main():
                         help="sizes for the relation-loss-alone memory table ('' to skip)")
     parser.add_argument('--loss-batch', type=int, default=4, help='batch of the relation-loss memory table')
     parser.add_argument('--peak-size', type=int, default=4096, help='matrix size of the matmul peak measurement')
+    parser.add_argument('--peak-tflops', type=float, default=None,
+                        help='datasheet peak of the device at the step\'s precision (e.g. dense bf16 with --amp), '
+                             'for the MFU column; default: the measured torch.mm peak')
     add_common_args(parser)
     args = parser.parse_args()
     check_device(args.device)
@@ -280,7 +290,13 @@ def main():
         raise SystemExit(f'unknown pairs {sorted(set(pairs) - set(PAIRS))}; choose from {sorted(PAIRS)}')
     sizes = [int(r) for r in args.res.split(',')]
 
-    peak = run_worker(__file__, dict(peak=True, size=args.peak_size), args)
+    dtype = 'bfloat16' if args.amp else 'float32'
+    peak = run_worker(__file__, dict(peak=True, size=args.peak_size, dtype=dtype), args)
+    # FLOP/s on the clock that counts the work: CPU-seconds on CPU (see common.py), seconds on CUDA.
+    clock, peak_rate = ('cpu_seconds', peak['flops_per_cpu_s']) if args.device == 'cpu' else ('seconds',
+                                                                                             peak['flops_per_s'])
+    mfu_peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_rate
+    mfu_clock = 'seconds' if args.peak_tflops else clock
     rows = []
     with scratch_dir() as tmp:
         for pair in pairs:
@@ -291,16 +307,15 @@ def main():
                                                       compile=args.compile and impl == 'ours', amp=args.amp)
                                            for impl in ('ours', 'eager')}, args)
                 ips = {k: args.batch / v['seconds'] for k, v in out.items()}
-                # Each side's executed FLOPs per CPU-second against torch.mm's (see common.py).
-                util = {k: f"{v['flops'] / v['cpu_seconds'] / peak['flops_per_cpu_s']:.0%}" if v.get('flops') else '-'
-                        for k, v in out.items()}
-                gflop = {k: f"{v['flops'] / 1e9:.4g}" if v.get('flops') else '-' for k, v in out.items()}
+                util = {k: f"{v['flops'] / v[clock] / peak_rate:.0%}" for k, v in out.items()}
+                mfu = f"{out['eager']['flops'] / out['ours'][mfu_clock] / mfu_peak:.0%}"
+                gflop = {k: f"{v['flops'] / 1e9:.4g}" for k, v in out.items()}
                 rows.append([pair.upper().replace('-', '→'), res, args.batch, ips['ours'], ips['eager'],
                              ratio(ips['ours'], ips['eager']),
-                             ratio(out['eager']['cpu_seconds'], out['ours']['cpu_seconds']),
+                             cpu_time_ratio(args.device, out['eager'], out['ours']),
                              out['ours']['peak_mib'], out['eager']['peak_mib'],
                              ratio(out['ours']['peak_mib'], out['eager']['peak_mib']), gflop['ours'], gflop['eager'],
-                             util['ours'], util['eager']])
+                             util['ours'], util['eager'], mfu])
         loss_rows = []
         for res in [int(r) for r in args.loss_memory.split(',') if r.strip()]:
             mem = {impl: run_worker(__file__, dict(loss_memory=True, impl=impl, res=res, batch=args.loss_batch,
@@ -309,13 +324,16 @@ def main():
             one_relation = args.loss_batch * 12 * n * n * 4 / 2**20
             loss_rows.append([res, n, one_relation, mem['ours'], mem['eager'], ratio(mem['ours'], mem['eager'])])
 
-    precision = 'fp32' + (' + bf16 autocast' if args.amp else '')
+    precision = 'fp32' + (' + bf16 autocast (eager: fp16)' if args.amp else '')
+    mfu_ref = f'datasheet peak {args.peak_tflops:g} TFLOP/s' if args.peak_tflops else 'the measured matmul peak'
     print(f'\nDistillation step, {args.device}, {precision}{", ours compiled" if args.compile else ""}; '
           f'matmul peak {peak["flops_per_s"] / 1e9:.0f} GFLOP/s wall, {peak["flops_per_cpu_s"] / 1e9:.0f} GFLOP '
-          f'per CPU-second ({args.peak_size}² fp32 torch.mm); {machine_line(args.device)}\n')
+          f'per CPU-second ({args.peak_size}² {dtype} torch.mm); MFU against {mfu_ref}; '
+          f'{machine_line(args.device)}\n')
     print(markdown_table(['pair', 'px', 'batch', 'ours img/s', 'eager img/s', 'speed ratio (wall)',
                           'speed ratio (CPU time)', 'ours peak MiB', 'eager peak MiB', 'memory ratio',
-                          'ours GFLOP', 'eager GFLOP', 'ours % of mm peak', 'eager % of mm peak'], rows))
+                          'ours GFLOP', 'eager GFLOP', 'ours % of mm peak', 'eager % of mm peak', 'ours MFU'],
+                         rows))
     if loss_rows:
         print(f'\nRelation loss alone (QK + VV, forward + backward; batch {args.loss_batch}, 12 heads, '
               'chunks of 64 rows)\n')

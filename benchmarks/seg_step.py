@@ -32,6 +32,7 @@ from common import (
     add_common_args,
     autocast,
     check_device,
+    cpu_time_ratio,
     emit,
     machine_line,
     markdown_table,
@@ -235,7 +236,7 @@ def main() -> None:
                 diff = f"{(outs['ours'] - outs['mmseg']).abs().max().item():.1e}" if outs else '-'
                 rows.append([f'ViT-{ARCHS[arch].upper()}', part, ips['ours'], ips['mmseg'],
                              ratio(ips['ours'], ips['mmseg']),
-                             ratio(res['mmseg']['cpu_seconds'], res['ours']['cpu_seconds']),
+                             cpu_time_ratio(args.device, res['mmseg'], res['ours']),
                              res['ours']['peak_mib'], res['mmseg']['peak_mib'],
                              ratio(res['ours']['peak_mib'], res['mmseg']['peak_mib']), diff])
     print(f'\nUperNet-ViT {args.crop}x{args.crop}, {args.device}, fp32{" + bf16 autocast" if args.amp else ""}'

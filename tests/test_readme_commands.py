@@ -3,8 +3,9 @@
 Every command in a ```bash/```shell/```sh block of ``README.md`` and of the
 user docs in ``docs/`` is parsed, and checked by kind:
 
-* ``python tools/X.py ...``: the script exists, its ``--help`` runs, and
-  every ``--option`` the command uses is in that help;
+* ``python tools/X.py ...`` (and ``benchmarks/``): the script exists, its
+  ``--help`` runs, and every ``--option`` the command uses is in that help;
+* ``bash benchmarks/X.sh``: the script exists and passes ``bash -n``;
 * ``tools/*.sh`` launchers: the script exists, passes ``bash -n``, and the
   options after its own positional arguments are options of the Python
   tool it launches (``train.py``/``test.py``);
@@ -122,11 +123,13 @@ def tool_help(script: str) -> str:
         out = io.StringIO()
         argv = sys.argv
         sys.argv = [path, '--help']
+        sys.path.insert(0, osp.dirname(path))  # as `python script.py` does (benchmarks import their common.py)
         try:
             with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
                 runpy.run_path(path, run_name='__main__')
         finally:
             sys.argv = argv
+            sys.path.remove(osp.dirname(path))
         assert exit_info.value.code in (0, None), f'{script} --help exited with {exit_info.value.code}'
         _HELP_CACHE[script] = out.getvalue()
     return _HELP_CACHE[script]
@@ -162,7 +165,7 @@ def check_command(command: Command) -> None:
         if argv[1:2] == ['-m']:
             return  # python -m pytest / pip: not ours
         script = argv[1]
-        if not script.startswith('tools/') and not script.startswith('docs/'):
+        if not script.startswith(('tools/', 'docs/', 'benchmarks/')):
             return
         assert osp.isfile(osp.join(ROOT, script)), f'{command}\n  {script} does not exist'
         check_options(options(argv[2:]), script, command)
@@ -175,6 +178,10 @@ def check_command(command: Command) -> None:
         assert osp.isfile(path), f'{command}\n  {launcher} does not exist'
         subprocess.run(['bash', '-n', path], check=True)
         check_options(options(argv[1 + positional:]), f'tools/{tool}.py', command)
+    elif program in ('bash', 'sh') and argv[1:2] and argv[1].startswith('benchmarks/'):
+        path = osp.join(ROOT, argv[1])
+        assert osp.isfile(path), f'{command}\n  {argv[1]} does not exist'
+        subprocess.run(['bash', '-n', path], check=True)
     elif program == 'mim' and argv[1:2] and argv[1] in ('train', 'test'):
         assert argv[2] in ('tinymim', 'mmseg'), f'{command}\n  mim {argv[1]} needs the package tinymim or mmseg'
         check_options(options(argv[3:]), f'tools/{argv[1]}.py', command, MIM_OPTIONS)

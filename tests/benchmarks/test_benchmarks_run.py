@@ -44,7 +44,7 @@ def test_distill_step_runs():
                      '--peak-size', '256', *FAST)
     (row,) = table_rows(out, 'pair')
     assert row[:3] == ['S→T', '32', '2'] and float(row[3]) > 0 and row[-1].endswith('%')
-    ours_gflop, eager_gflop = float(row[-4]), float(row[-3])  # executed FLOPs, attention included
+    ours_gflop, eager_gflop = float(row[-5]), float(row[-4])  # executed FLOPs, attention included
     assert 0 < ours_gflop and 0.8 < ours_gflop / eager_gflop < 1.2
     (loss_row,) = table_rows(out, 'px')
     assert loss_row[:2] == ['32', '5']
@@ -81,3 +81,27 @@ def test_flop_count_includes_cpu_flash_attention():
     forward = 2 * 2 * b * h * n * n * d  # QKᵀ and PV
     assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == forward
     assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()) == 3.5 * forward
+
+
+def test_gpu_script_runs_all_tables(tmp_path):
+    """``benchmarks/run_gpu.sh`` end to end, on CPU with the smallest
+    settings (its GPU defaults need a CUDA device, which must be named as
+    missing)."""
+    import os
+    script = osp.join(ROOT, 'benchmarks', 'run_gpu.sh')
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(['bash', script, str(tmp_path / 'gpu')], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode != 0 and 'no CUDA device' in proc.stderr
+    env.update(DEVICE='cpu', COMPILE='0', PAIRS='s-t', RES='32', LOSS_MEMORY='32', BATCH='2', ARCHS='tiny',
+               PARTS='backbone', CROP='64', WARMUP='0', REPEATS='1', PEAK_SIZE='256', IMAGES='4', PEAK_TFLOPS='1')
+    proc = subprocess.run(['bash', script, str(tmp_path / 'cpu')], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = {name: (tmp_path / 'cpu' / f'{name}.md').read_text() for name in ('distill_step', 'seg_step',
+                                                                              'data_pipeline')}
+    (row,) = table_rows(tables['distill_step'], 'pair')
+    assert row[:3] == ['S→T', '32', '2'] and row[-1].endswith('%')  # MFU against the given 1 TFLOP/s
+    assert 'bf16 autocast' in tables['distill_step'] and 'datasheet peak 1 TFLOP/s' in tables['distill_step']
+    assert [r[:2] for r in table_rows(tables['seg_step'], 'model')] == [['ViT-T', 'backbone']]
+    assert len(table_rows(tables['data_pipeline'], 'pipeline')) == 2
