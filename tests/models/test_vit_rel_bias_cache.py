@@ -41,3 +41,29 @@ def test_bias_for_another_grid_is_resized_and_cached_per_grid():
         assert big.shape == (4, 31, 31)
         assert attn.relative_bias((3, 4)).shape == (4, 13, 13)
         assert torch.equal(attn.relative_bias((5, 6)), big)
+
+
+def test_compiled_inference_builds_the_bias_in_one_graph():
+    """Under torch.compile the cache is bypassed: its key (the table's address
+    and version) would break the graph in every block and recompile it per
+    block until dynamo gives up and runs eagerly."""
+    from torch._dynamo.utils import counters
+
+    from tinymim.models import TinyMIMViT
+    torch.manual_seed(0)
+    model = TinyMIMViT(dict(embed_dims=32, num_layers=3, num_heads=4), img_size=32, use_rel_pos_bias=True,
+                       out_indices=(0, 2)).eval()
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.relative_position_bias_table.normal_()
+    x = torch.randn(1, 3, 32, 48)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, backend='eager')
+    with torch.inference_mode():
+        expected = model(x)
+        for _ in range(2):
+            outs = compiled(x)
+    assert counters['stats']['unique_graphs'] == 1 and not counters['graph_break'], dict(counters)
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a, b)

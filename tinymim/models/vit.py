@@ -147,18 +147,26 @@ class Attention(nn.Module):
         directly; ``table[index].permute(2, 0, 1)`` would be a strided view
         that SDPA copies (together ~1/4 of a ViT-B forward at 512 px on CPU,
         see benchmarks/seg_step.py). Without autograd (inference, sliding
-        windows) the bias is cached until the table changes.
+        windows) the bias is cached until the table changes. Compiled code
+        builds it in the graph instead: the cache key (the table's address
+        and version) cannot be traced, and every block's own key would
+        recompile the graph.
         """
+        if torch.compiler.is_compiling():
+            return self.gather_bias(grid)
         table = self.relative_position_bias_table
         key = (tuple(grid), table.data_ptr(), table._version, table.dtype, torch.is_inference_mode_enabled())
         cache = getattr(self, '_bias_cache', None)
         if cache is not None and cache[0] == key and not torch.is_grad_enabled():
             return cache[1]
-        table_t, index = self.bias_table_and_index(grid)
-        n = index.shape[0]
-        bias = table_t.index_select(1, index.view(-1)).view(-1, n, n)
+        bias = self.gather_bias(grid)
         self._bias_cache = (key, bias) if not torch.is_grad_enabled() else None
         return bias
+
+    def gather_bias(self, grid: Tuple[int, int]) -> torch.Tensor:
+        table_t, index = self.bias_table_and_index(grid)
+        n = index.shape[0]
+        return table_t.index_select(1, index.view(-1)).view(-1, n, n)
 
     def bias_table_and_index(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """The heads-first (heads, T) table, resized to ``grid``, and the
