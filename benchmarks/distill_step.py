@@ -248,7 +248,7 @@ def worker(args):
 
 
 def count_flops(fn) -> int:
-    """Matmul and convolution FLOPs ``fn`` executes, forward and backward.
+    """Matmul, attention and convolution FLOPs ``fn`` executes, forward and backward.
 
     ``torch.utils.flop_counter`` has no formula for CPU flash attention; it
     gets the generic SDPA ones here.
@@ -293,8 +293,10 @@ def main():
     dtype = 'bfloat16' if args.amp else 'float32'
     peak = run_worker(__file__, dict(peak=True, size=args.peak_size, dtype=dtype), args)
     # FLOP/s on the clock that counts the work: CPU-seconds on CPU (see common.py), seconds on CUDA.
-    clock, peak_rate = ('cpu_seconds', peak['flops_per_cpu_s']) if args.device == 'cpu' else ('seconds',
-                                                                                             peak['flops_per_s'])
+    if args.device == 'cpu':
+        clock, peak_rate = 'cpu_seconds', peak['flops_per_cpu_s']
+    else:
+        clock, peak_rate = 'seconds', peak['flops_per_s']
     mfu_peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_rate
     mfu_clock = 'seconds' if args.peak_tflops else clock
     rows = []
