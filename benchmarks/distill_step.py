@@ -21,7 +21,8 @@ backward and an AdamW step on the student.
 
 Achieved FLOP/s: the FLOPs each side executes in one step, counted by
 ``torch.utils.flop_counter`` (matmuls, attention and convolutions, forward
-and backward; compiled steps included), against a large ``torch.mm``
+and backward; a compiled step is counted as its eager code, which
+``torch.compile`` runs under the counter), against a large ``torch.mm``
 measured in the same run at the step's precision (fp32, or bf16 with
 ``--amp``): per CPU-second on CPU, per second on CUDA. Ours executes fewer:
 drop path skips the dropped samples' branches

@@ -213,7 +213,10 @@ def add_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]
     scaled by 1 / (1 - rate)), only before the branch instead of after: the
     same masks whenever the branch itself draws no random numbers.
     """
-    if not isinstance(drop_path, DropPath) or not drop_path.training or drop_path.drop_prob == 0:
+    if (not isinstance(drop_path, DropPath) or not drop_path.training or drop_path.drop_prob == 0
+            or torch.compiler.is_compiling()):
+        # Compiled code takes timm's path: the kept-sample index has a
+        # data-dependent size, which would break the graph in every block.
         return x + drop_path(branch(x))
     keep_prob = 1 - drop_path.drop_prob
     scale = 1 / keep_prob if keep_prob > 0 and drop_path.scale_by_keep else 1

@@ -98,8 +98,9 @@ class TinyMIMDistiller(BaseModel):
         relation_chunk_size: query rows per relation chunk (``None``: all);
             bounds the relation memory in forward and backward.
         compile: ``torch.compile`` both models' ``forward_tap`` (``True`` or
-            a dict of ``torch.compile`` options). ~10 % less CPU time per
-            step on CPU after a long first step (benchmarks/distill_step.py).
+            a dict of ``torch.compile`` options). Meant for GPUs: on CPU it
+            did not pay at 224 px (benchmarks/distill_step.py, see
+            docs/performance.md).
 
     The teacher is kept outside the module tree (``self._teacher``): it is
     not in ``parameters()`` (so never in the optimizer nor in DDP's
