@@ -124,8 +124,9 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ckpt_eve
 
 def run_tool(args, probe_dir=None, env=None, timeout=300, launcher=None):
     """Run ``tools/train.py ARGS`` (or a shell tool) in a fresh process; returns CompletedProcess."""
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, ROOT]), OMP_NUM_THREADS='1',
-                    PYTHONWARNINGS='ignore')
+    # Prepended, not replaced: an environment may provide packages through PYTHONPATH.
+    python_path = os.pathsep.join(p for p in (TESTS, ROOT, os.environ.get('PYTHONPATH')) if p)
+    full_env = dict(os.environ, PYTHONPATH=python_path, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     for key in list(full_env):
         if key.startswith('TINYMIM_PROBE'):
             del full_env[key]
