@@ -2,6 +2,7 @@
 ``torch.compile`` without changing the loss or the gradients (the eager
 backend keeps the test fast; inductor is what benchmarks/distill_step.py
 measures)."""
+import pytest
 import torch
 from distill_helpers import distiller_cfg, write_teacher
 from mmseg.registry import MODELS
@@ -25,3 +26,12 @@ def test_compile_switch_keeps_loss_and_grads(tmp_path):
         assert 'forward_tap' not in ''.join(model.state_dict())
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize('compile, message', [('max-autotune', 'compile must be True, False or a dict'),
+                                               (dict(modes='max-autotune'), "unexpected keyword argument 'modes'")])
+def test_bad_compile_values_fail_at_build(tmp_path, compile, message):
+    path = str(tmp_path / 'teacher.pth')
+    write_teacher(path)
+    with pytest.raises(ValueError, match=message):
+        MODELS.build(distiller_cfg(path, compile=compile))

@@ -157,10 +157,16 @@ class TinyMIMDistiller(BaseModel):
         load_vit_checkpoint(teacher_vit, self.teacher_checkpoint)
         self._teacher = [teacher_vit]  # a list hides it from nn.Module's registration (see class doc)
         self._configure_student()
+        if not isinstance(compile, (bool, dict)):
+            raise ValueError(f'compile must be True, False or a dict of torch.compile options (e.g. '
+                             f"dict(mode='max-autotune')), got {compile!r}")
         if compile:
             options = compile if isinstance(compile, dict) else {}
-            for vit in (self.student, teacher_vit):
-                vit.forward_tap = torch.compile(vit.forward_tap, **options)
+            try:
+                for vit in (self.student, teacher_vit):
+                    vit.forward_tap = torch.compile(vit.forward_tap, **options)
+            except TypeError as err:  # an option torch.compile does not take
+                raise ValueError(f'compile={compile!r}: {err}') from err
 
     @staticmethod
     def _teacher_checkpoint(teacher: dict) -> str:
