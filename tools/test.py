@@ -11,7 +11,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 from tinymim.engine.config_errors import clear_config_errors
-from tinymim.engine.tool_config import add_launcher_args, build_runner, load_tool_config, parse_tool_args
+from tinymim.engine.tool_config import build_runner, load_tool_config, parse_tool_args
 
 
 def parse_args(argv=None):
@@ -29,7 +29,6 @@ def parse_args(argv=None):
                              'model.test_cfg.mode=whole test_dataloader.dataset.data_root=DIR')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline (multi-scale + flip) and tta_model")
-    add_launcher_args(parser)
     return parse_tool_args(parser, argv)
 
 

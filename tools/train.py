@@ -10,7 +10,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from tinymim.engine.config_errors import clear_config_errors
-from tinymim.engine.tool_config import add_launcher_args, build_runner, load_tool_config, parse_tool_args
+from tinymim.engine.tool_config import build_runner, load_tool_config, parse_tool_args
 
 
 def parse_args(argv=None):
@@ -24,7 +24,6 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config, key=value pairs such as '
                              'model.backbone.arch=small train_dataloader.batch_size=4')
-    add_launcher_args(parser)
     return parse_tool_args(parser, argv)
 
 

@@ -8,16 +8,14 @@ from typing import Optional, Sequence
 from mmengine.config import Config
 
 
-def add_launcher_args(parser: argparse.ArgumentParser) -> None:
-    """``--launcher`` and ``--local_rank`` (also ``--local-rank``), as mmseg's tools take them."""
+def parse_tool_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Add ``--launcher`` and ``--local_rank`` (also ``--local-rank``), as
+    mmseg's tools take them, and parse the command line; export
+    ``LOCAL_RANK`` when a launcher passed only ``--local_rank``
+    (``torch.distributed.launch``)."""
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def parse_tool_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the command line; export ``LOCAL_RANK`` when a launcher passed
-    only ``--local_rank`` (``torch.distributed.launch``)."""
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
