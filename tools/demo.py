@@ -203,12 +203,19 @@ def prepare_teacher(demo: Demo, teacher: str):
                            'relations of an untrained network, so only the mechanics are shown')
 
 
+def teacher_options(arch: str) -> list:
+    """``--cfg-options`` for a teacher of ``arch``. The config's 12 relation
+    heads are those the previous chain step trained into a TinyMIM ViT-S;
+    a teacher of another size splits into its own head count."""
+    return [f'model.teacher.arch={arch}'] + ([] if arch == 'small' else ['model.relation_heads=None'])
+
+
 def distill(demo: Demo, teacher: str, arch: str) -> str:
     """Distillation on the Runner; returns the training checkpoint."""
     epochs = demo.scale['distill_epochs']
     demo.run_tool('train', [
         DISTILL_CONFIG, '--work-dir', demo.path('distill'), '--cfg-options',
-        f'model.teacher.checkpoint={teacher}', f'model.teacher.arch={arch}',
+        f'model.teacher.checkpoint={teacher}', *teacher_options(arch),
         f'train_dataloader.dataset.data_root={demo.path("images")}',
         f'train_cfg.max_epochs={epochs}', f'default_hooks.checkpoint.interval={epochs}',
     ], f'distil ViT-{SHORT[arch]} -> ViT-T on the photographs', subprocess_run=True)
@@ -243,7 +250,7 @@ def draw_pictures(demo: Demo, distill_ckpt: str, teacher: str, arch: str) -> dic
     figures = demo.path('figures')
     relations = demo.run_tool('visualize_relations', [
         DISTILL_CONFIG, distill_ckpt, demo.path('images', f'{RELATION_IMAGE}.jpg'), '--teacher', teacher,
-        '--out', osp.join(figures, 'relations.png'), '--cfg-options', f'model.teacher.arch={arch}',
+        '--out', osp.join(figures, 'relations.png'), '--cfg-options', *teacher_options(arch),
     ], 'draw teacher/student relations')
     curves = {}
     for run, title in (('distill', 'distillation'), ('segment', 'UperNet fine-tuning')):

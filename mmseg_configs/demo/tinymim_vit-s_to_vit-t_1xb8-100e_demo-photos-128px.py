@@ -1,5 +1,5 @@
 # `make demo`, step 1: the sequential chain's last distillation step (ViT-S ->
-# ViT-T, block 12 of 12, relations in the teacher's 6 heads) scaled down to a
+# ViT-T, block 12 of 12, relations in 12 heads) scaled down to a
 # CPU: 128-px views of the 16 photographs tools/demo.py writes to
 # work_dirs/demo/images, batch 8 (2 iterations per epoch), 100 epochs.
 # Everything else (model, views, AdamW recipe, hooks) is the real config's.

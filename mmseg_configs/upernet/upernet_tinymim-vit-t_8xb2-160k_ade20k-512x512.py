@@ -1,6 +1,7 @@
 # TinyMIM ViT-T + UperNet: the ViT-B recipe with the backbone swapped.
-# The distilled ViT-T splits its relation block into 6 heads; fine-tuning uses
-# the usual 3 (head splitting has no parameters, the checkpoint loads as is).
+# The distilled ViT-T has 6 heads in distillation (12 in its relation block);
+# fine-tuning uses the usual 3 (head splitting has no parameters, the
+# checkpoint loads as is).
 _base_ = './upernet_tinymim-vit-b_8xb2-160k_ade20k-512x512.py'
 
 head_channels = 192

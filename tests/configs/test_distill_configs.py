@@ -12,12 +12,14 @@ from mmseg.registry import MODELS, RUNNERS
 from tinymim.models.vit import check_heads, resolve_arch
 
 CONFIG_DIR = osp.join(ROOT, 'mmseg_configs', 'distill')
-# config -> (teacher arch, teacher block, student arch, student heads)
+# config -> (teacher arch, teacher block, student arch, student heads, relation heads); spec §2-3:
+# the relation block splits into the reference's last_heads (16 for a ViT-B student, 12 for ViT-S and
+# ViT-T), which is the teacher's head count except for a TinyMIM ViT-S teacher (6 heads, relation block 12).
 RECIPES = {
-    'tinymim_mae-vit-l_to_vit-b_32xb128-300e_in1k.py': ('large', 18, 'base', None),
-    'tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py': ('base', 12, 'small', None),
-    'tinymim_tinymim-vit-s_to_vit-t_32xb128-300e_in1k.py': ('small', 12, 'tiny', 6),
-    'tinymim_mae-vit-b_to_vit-t_32xb128-300e_in1k.py': ('base', 12, 'tiny', 6),
+    'tinymim_mae-vit-l_to_vit-b_32xb128-300e_in1k.py': ('large', 18, 'base', None, 16),
+    'tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py': ('base', 12, 'small', None, 12),
+    'tinymim_tinymim-vit-s_to_vit-t_32xb128-300e_in1k.py': ('small', 12, 'tiny', 6, 12),
+    'tinymim_mae-vit-b_to_vit-t_32xb128-300e_in1k.py': ('base', 12, 'tiny', 6, 12),
 }
 
 
@@ -28,7 +30,7 @@ def test_every_distill_config_is_covered():
 @pytest.mark.parametrize('name', sorted(RECIPES))
 def test_config_recipe_and_build(name, tmp_path):
     cfg = Config.fromfile(osp.join(CONFIG_DIR, name))
-    teacher_arch, block, student_arch, heads = RECIPES[name]
+    teacher_arch, block, student_arch, heads, relation_heads = RECIPES[name]
     m = cfg.model
     assert (m.teacher.arch, m.teacher_block, m.student.arch, m.student.get('num_heads')) == (teacher_arch, block,
                                                                                             student_arch, heads)
@@ -38,7 +40,9 @@ def test_config_recipe_and_build(name, tmp_path):
     # The real pairing is consistent: block within the teacher, relation heads divide both widths.
     t, s = resolve_arch(teacher_arch), resolve_arch(student_arch)
     assert block <= t['num_layers']
-    check_heads(s['embed_dims'], t['num_heads'])
+    assert (m.relation_heads or t['num_heads']) == relation_heads
+    check_heads(t['embed_dims'], relation_heads)
+    check_heads(s['embed_dims'], relation_heads)
     check_heads(s['embed_dims'], heads or s['num_heads'])
     assert cfg.default_scope == 'mmseg' and cfg.custom_imports.imports == ['tinymim']
 
@@ -46,6 +50,7 @@ def test_config_recipe_and_build(name, tmp_path):
     write_teacher(tmp_path / 'teacher.pth', arch=TINY_TEACHER, img_size=224)
     m.teacher = dict(arch=TINY_TEACHER, checkpoint=str(tmp_path / 'teacher.pth'))
     m.teacher_block = 3
+    m.relation_heads = None  # the stand-in's own heads
     model = MODELS.build(m)
     assert model.student.embed_dims == s['embed_dims'] and model.student.num_heads == (heads or s['num_heads'])
 
@@ -82,10 +87,11 @@ def test_weight_decay_groups(tmp_path):
             decay[id(p)] = group['weight_decay']
     names = dict(model.named_parameters())
     assert not {id(p) for p in model.teacher.parameters()} & set(decay)
-    for name in ('student.cls_token', 'student.blocks.0.norm1.weight', 'student.blocks.0.attn.qkv.bias',
-                 'targets.feat_block.proj.bias'):
+    assert id(names['student.pos_embed']) not in decay  # fixed sin-cos
+    for name in ('student.blocks.0.norm1.weight', 'student.blocks.0.attn.qkv.bias', 'targets.feat_block.proj.bias'):
         assert decay[id(names[name])] == 0, name
-    for name in ('student.blocks.0.attn.qkv.weight', 'student.patch_embed.proj.weight',
+    # The reference's MAE-style groups exempt only biases and 1-D parameters: the (1, 1, D) CLS token decays.
+    for name in ('student.cls_token', 'student.blocks.0.attn.qkv.weight', 'student.patch_embed.proj.weight',
                  'targets.feat_block.proj.weight'):
         assert decay[id(names[name])] == 0.05, name
 

@@ -249,3 +249,43 @@ def test_missing_teacher_checkpoint_names_the_path(tmp_path):
         build(missing)
     with pytest.raises(ValueError, match='teacher.checkpoint is required'):
         build(None)
+
+
+def test_relation_heads_set_on_a_vit_config_are_used_or_clash(teacher_path):
+    student = dict(arch=TINY_STUDENT, img_size=32, pos_embed_type='sincos')
+    assert build(teacher_path, teacher=dict(arch=TINY_TEACHER, img_size=32, checkpoint=str(teacher_path),
+                                            relation_heads=8)).relation_heads == 8
+    assert build(teacher_path, student=dict(student, relation_heads=8)).relation_heads == 8
+    with pytest.raises(ValueError, match=r"relation head counts disagree: \{'relation_heads': 2, "
+                                         r"'student.relation_heads': 8\}"):
+        build(teacher_path, relation_heads=2, student=dict(student, relation_heads=8))
+
+
+def test_teacher_weights_its_checkpoint_lacks_must_change_nothing(teacher_path):
+    teacher = dict(arch=TINY_TEACHER, img_size=32, checkpoint=str(teacher_path))
+    # Layer scale of 1 and zero relative-bias tables leave the MAE teacher's function as it is.
+    build(teacher_path, teacher=dict(teacher, layer_scale_init_value=1.0, use_rel_pos_bias=True))
+    with pytest.raises(ValueError, match=r'lacks 6 \(blocks.\*.ls1.gamma x3, blocks.\*.ls2.gamma x3\).*frozen teacher'):
+        build(teacher_path, teacher=dict(teacher, layer_scale_init_value=0.1))
+
+
+def test_teacher_without_final_norm_weights_cannot_feed_the_cls_target(tmp_path):
+    vit = write_teacher(tmp_path / 'finetuned.pth')
+    state = {k: v for k, v in vit.state_dict().items() if not k.startswith('norm.')}
+    state.update({'fc_norm.weight': torch.ones(64), 'fc_norm.bias': torch.zeros(64)})
+    torch.save({'model': state}, str(tmp_path / 'finetuned.pth'))  # a fine-tuned file: fc_norm, no norm
+    build(tmp_path / 'finetuned.pth')  # relations never use the final norm
+    with pytest.raises(ValueError, match=r'lacks 2 \(norm.weight, norm.bias\)'):
+        build(tmp_path / 'finetuned.pth', targets=[dict(type='cls')])
+
+
+def test_ffn_target_with_layer_scale_leaves_no_trainable_weight_without_gradient(teacher_path):
+    # H̃ is taken before ls2, so ls2 is frozen like the rest of the unused block (DDP needs every
+    # trainable weight to get a gradient when find_unused_parameters=False).
+    model = build(teacher_path, student=dict(arch=TINY_STUDENT, img_size=32, pos_embed_type='sincos',
+                                             layer_scale_init_value=0.1),
+                  targets=[dict(type='feature', feature='ffn')])
+    sum(model(torch.randn(2, 3, 32, 32)).values()).backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert 'student.blocks.1.ls2.gamma' not in trainable and 'student.blocks.1.ls1.gamma' in trainable
+    assert trainable == {n for n, p in model.named_parameters() if p.grad is not None}

@@ -1,5 +1,6 @@
 """The relative-position bias cache used without autograd (inference,
 sliding windows) must never serve stale values."""
+import pytest
 import torch
 
 from tinymim.models.vit import Attention
@@ -23,6 +24,25 @@ def test_bias_matches_gather_and_follows_table_updates():
     attn.relative_position_bias_table.data = attn.relative_position_bias_table.data.double()
     with torch.no_grad():
         assert attn.relative_bias((3, 4)).dtype == torch.float64
+
+
+@pytest.mark.parametrize('update', ['fused_adamw', 'data'])
+def test_cache_follows_updates_that_keep_the_version_counter(update):
+    # Fused AdamW and `.data` writes (EMA swaps) change the table without bumping its `_version`.
+    attn = Attention(32, 4, window=(3, 4))
+    x = torch.randn(2, 13, 32)
+    with torch.no_grad():
+        attn(x, (3, 4))
+    version = attn.relative_position_bias_table._version
+    if update == 'fused_adamw':
+        opt = torch.optim.AdamW(attn.parameters(), lr=0.1, fused=True)
+        attn(x, (3, 4)).sum().backward()
+        opt.step()
+    else:
+        attn.relative_position_bias_table.data.add_(1.0)
+    assert attn.relative_position_bias_table._version == version  # what made a version key go stale
+    with torch.no_grad():
+        assert torch.equal(attn.relative_bias((3, 4)), reference_bias(attn, (3, 4)))
 
 
 def test_bias_with_grad_is_not_cached_and_trains():

@@ -1,4 +1,5 @@
 """`make demo` at a very small scale: `tools/demo.py --quick` runs every step of the chain."""
+import argparse
 import os
 import os.path as osp
 import subprocess
@@ -8,8 +9,9 @@ import matplotlib.image as mpimg
 import pytest
 import torch
 from distill_helpers import ROOT, TINY_TEACHER, load_tool
+from mmengine.config import Config, DictAction
 
-from tinymim.models.vit import VisionTransformer
+from tinymim.models.vit import ARCH_ZOO, VisionTransformer, check_heads
 
 demo = load_tool('demo')
 
@@ -50,6 +52,19 @@ def test_teacher_arch_is_read_from_the_checkpoint(tmp_path):
     torch.save(VisionTransformer(arch=TINY_TEACHER, img_size=32).state_dict(), odd)
     with pytest.raises(ValueError, match='width 64 and depth 3'):
         demo.teacher_arch(odd)
+
+
+@pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
+def test_teacher_of_any_size_pairs_with_the_demo_student(arch):
+    # The demo config's 12 relation heads belong to a TinyMIM ViT-S teacher; other sizes use their own.
+    cfg = Config.fromfile(osp.join(ROOT, demo.DISTILL_CONFIG))
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)  # as tools/train.py reads them
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *demo.teacher_options(arch)]).cfg_options)
+    heads = cfg.model.relation_heads or ARCH_ZOO[arch]['num_heads']
+    assert heads == (12 if arch in ('small', 'base') else ARCH_ZOO[arch]['num_heads'])
+    for width in (ARCH_ZOO[arch]['embed_dims'], ARCH_ZOO[cfg.model.student.arch]['embed_dims']):
+        check_heads(width, heads)
 
 
 def test_missing_teacher_file_is_named(tmp_path):

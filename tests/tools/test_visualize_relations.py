@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
     config.write_text(f"_base_ = {DISTILL_CONFIG!r}\n"
                       f"model = dict(teacher=dict(arch={arch(TINY_TEACHER)!r}, img_size=64, checkpoint={teacher!r}),\n"
                       f"             student=dict(arch={arch(TINY_STUDENT)!r}, img_size=64, num_heads=None),\n"
-                      f"             teacher_block=2)\n")
+                      f"             teacher_block=2, relation_heads=None)\n")  # the tiny teacher's own heads
     (image,) = write_images(root, 1, size=(80, 100))
     return root, str(config), image
 

@@ -267,7 +267,7 @@ def num_blocks(state: dict) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _summary(keys: Sequence[str], limit: int = 3) -> str:
+def summarize_keys(keys: Sequence[str], limit: int = 3) -> str:
     """'N (a, b, ...)' naming keys that differ only in block index once
     (``blocks.*.ls1.gamma x12``), or by first name when there are many kinds."""
     if not keys:
@@ -330,9 +330,9 @@ def _match_model(model: torch.nn.Module, conv: ConvertedCheckpoint, source: str)
         detail = '; '.join(f'{k}: checkpoint {a} vs model {b}' for k, a, b in mismatched[:3])
         raise ValueError(f'{source} does not fit the model ({len(mismatched)} weights differ in shape{widths}): '
                          f'{detail}')
-    notes = [f'resized {_summary(resized)}'] if resized else []
+    notes = [f'resized {summarize_keys(resized)}'] if resized else []
     if folded:
-        notes.append(f'folded {_summary(folded)} into attn.proj/mlp.fc2')
+        notes.append(f'folded {summarize_keys(folded)} into attn.proj/mlp.fc2')
     return state, dropped, notes
 
 
@@ -373,14 +373,14 @@ def load_vit_checkpoint(model: torch.nn.Module, filename_or_state_dict: Union[st
         hint = ''
         if any(k.endswith('relative_position_bias_table') for k in unexpected):
             hint = 'the checkpoint has relative position bias: build the model with use_rel_pos_bias=True; '
-        raise ValueError(f'{source} [{conv.format}] does not match the model: missing {_summary(missing)}, '
-                         f'unexpected {_summary(unexpected)}; {hint}pass fresh_keys for weights that may '
+        raise ValueError(f'{source} [{conv.format}] does not match the model: missing {summarize_keys(missing)}, '
+                         f'unexpected {summarize_keys(unexpected)}; {hint}pass fresh_keys for weights that may '
                          'start fresh, or strict=False to load only what matches')
     # Fresh keys keep the model's current values, so nothing is ever half-loaded.
     model.load_state_dict({**target, **{k: v for k, v in state.items() if k in target}}, strict=True)
     dropped = list(conv.dropped) + dropped
     extra = ''.join(f', {n}' for n in notes)
     print_log(f'Loaded {source} [{conv.format}]: {len(state) - len(unexpected)} tensors, '
-              f'missing {_summary(missing)}, unexpected {_summary(unexpected)}, fresh {_summary(fresh)}, '
-              f'dropped {_summary(dropped)}{extra}', logger=logger)
+              f'missing {summarize_keys(missing)}, unexpected {summarize_keys(unexpected)}, '
+              f'fresh {summarize_keys(fresh)}, dropped {summarize_keys(dropped)}{extra}', logger=logger)
     return dict(missing=missing, unexpected=unexpected, fresh=fresh, dropped=dropped)

@@ -147,20 +147,25 @@ class Attention(nn.Module):
         directly; ``table[index].permute(2, 0, 1)`` would be a strided view
         that SDPA copies (together ~1/4 of a ViT-B forward at 512 px on CPU,
         see benchmarks/seg_step.py). Without autograd (inference, sliding
-        windows) the bias is cached until the table changes. Compiled code
-        builds it in the graph instead: the cache key (the table's address
-        and version) cannot be traced, and every block's own key would
-        recompile the graph.
+        windows) the bias is cached until the table's values change. They
+        are compared with a copy of the table (a few thousand numbers per
+        block), not by the tensor's version counter: fused AdamW and
+        ``param.data`` updates (EMA weight swaps) change values without
+        bumping it. Compiled code builds the bias in the graph instead: the
+        cache check cannot be traced, and would break the graph per block.
         """
         if torch.compiler.is_compiling():
             return self.gather_bias(grid)
-        table = self.relative_position_bias_table
-        key = (tuple(grid), table.data_ptr(), table._version, table.dtype, torch.is_inference_mode_enabled())
+        table = self.relative_position_bias_table.detach()
+        key = (tuple(grid), table.dtype, table.device, torch.is_inference_mode_enabled())
         cache = getattr(self, '_bias_cache', None)
-        if cache is not None and cache[0] == key and not torch.is_grad_enabled():
-            return cache[1]
+        if torch.is_grad_enabled():
+            self._bias_cache = None
+            return self.gather_bias(grid)
+        if cache is not None and cache[0] == key and torch.equal(cache[1], table):
+            return cache[2]
         bias = self.gather_bias(grid)
-        self._bias_cache = (key, bias) if not torch.is_grad_enabled() else None
+        self._bias_cache = (key, table.clone(), bias)
         return bias
 
     def gather_bias(self, grid: Tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,7 @@
 # Distillation recipe (spec §3): AdamW (0.9, 0.95), wd 0.05 (none on biases,
-# norms, 1-D params, pos_embed, cls_token), 300 epochs, 15 warm-up epochs, then
-# a per-iteration half cosine to 0.
+# norms and other 1-D params; the (1, 1, D) cls_token decays, as in the
+# reference's MAE-style param groups), 300 epochs, 15 warm-up epochs, then a
+# per-iteration half cosine to 0.
 #
 # lr = 1.5e-4 x total batch / 256: the optimizer's lr is the lr of a 256-image
 # batch and auto_scale_lr multiplies it by (GPUs x batch_size) / 256 when the
@@ -12,8 +13,7 @@ optim_wrapper = dict(
     # foreach=True for ViT-S (27 vs 83-98 ms per step, benchmarks/distill_step.py).
     optimizer=dict(type='AdamW', lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True),
     paramwise_cfg=dict(
-        norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0,
-        custom_keys={'pos_embed': dict(decay_mult=0.0), 'cls_token': dict(decay_mult=0.0)}))
+        norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0))
 auto_scale_lr = dict(base_batch_size=256, enable=True)
 
 max_epochs = 300

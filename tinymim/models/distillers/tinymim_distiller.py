@@ -11,7 +11,7 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 from mmseg.registry import MODELS
 
-from ..checkpoint import load_vit_checkpoint
+from ..checkpoint import load_vit_checkpoint, summarize_keys
 from ..losses import relation_matrix
 from ..vit import VisionTransformer, check_heads
 from .targets import ClsTarget, Taps, build_target, uses_qkv
@@ -34,6 +34,37 @@ def _check_block(block: Optional[int], depth: int, role: str) -> int:
         raise ValueError(f'{role}_block={block!r} is not a block of the {role} (blocks are numbered 1..{depth}, '
                          'as in the paper: "block 18 of 24")')
     return block
+
+
+def _relation_heads(relation_heads: Optional[int], teacher: dict, student: dict, teacher_heads: int) -> int:
+    """The distiller's ``relation_heads``, or the one either ViT config sets,
+    or the teacher's head count (spec §2). Settings that differ are an error,
+    not a silent choice."""
+    given = {name: value for name, value in (('relation_heads', relation_heads),
+                                             ('teacher.relation_heads', teacher.get('relation_heads')),
+                                             ('student.relation_heads', student.get('relation_heads'))) if value}
+    if len(set(given.values())) > 1:
+        raise ValueError(f'relation head counts disagree: {given}; set model.relation_heads alone')
+    return next(iter(given.values()), teacher_heads)
+
+
+def _check_fresh_teacher_weights(teacher: VisionTransformer, fresh: Sequence[str], source: str,
+                                 with_cls: bool) -> None:
+    """A frozen teacher keeps the weights its checkpoint lacks at their initial
+    values forever. Accept only those that then change nothing: zero
+    relative-bias tables, layer-scale gammas of 1, the fixed sin-cos
+    ``pos_embed``, and a final norm no target uses."""
+    state = teacher.state_dict()
+    harmless = {k for k in fresh
+                if (k.endswith('relative_position_bias_table') and not state[k].any())
+                or (k.endswith('.gamma') and bool((state[k] == 1).all()))
+                or k == 'pos_embed' or (k.startswith('norm.') and not with_cls)}
+    changed = [k for k in fresh if k not in harmless]
+    if changed:
+        raise ValueError(f'teacher: {source} lacks {summarize_keys(changed)}, which would stay at their initial '
+                         'values in the frozen teacher and change what it computes; build the teacher as the '
+                         'checkpoint was trained (e.g. without layer_scale_init_value, or with final_norm for the '
+                         'cls target)')
 
 
 def random_token_index(batch: int, num_patches: int, mask_ratio: float, device) -> torch.Tensor:
@@ -91,7 +122,9 @@ class TinyMIMDistiller(BaseModel):
             ``feature`` (block/attn/ffn/q/k/v, smooth_l1 or cosine) and
             ``cls``; each gives its named losses.
         relation_heads: heads both sides split Q/K/V into (the relation is
-            per head); default the teacher's head count (spec §2).
+            per head); default the ``relation_heads`` of the teacher or
+            student config if one sets it, else the teacher's head count
+            (spec §2).
         mask_ratio: MAE random masking of the student's input; the teacher
             sees the full image and its relations are restricted to the kept
             tokens (and CLS).
@@ -144,7 +177,7 @@ class TinyMIMDistiller(BaseModel):
             raise ValueError('the cls target uses the CLS token after the final norm; build both ViTs with '
                              'final_norm=True')
 
-        self.relation_heads = relation_heads or teacher_vit.num_heads
+        self.relation_heads = _relation_heads(relation_heads, teacher, student, teacher_vit.num_heads)
         if uses_qkv(self.outputs):
             for role, vit in (('teacher', teacher_vit), ('student', self.student)):
                 try:
@@ -154,7 +187,8 @@ class TinyMIMDistiller(BaseModel):
 
         teacher_vit.requires_grad_(False)
         teacher_vit.eval()
-        load_vit_checkpoint(teacher_vit, self.teacher_checkpoint)
+        loaded = load_vit_checkpoint(teacher_vit, self.teacher_checkpoint)
+        _check_fresh_teacher_weights(teacher_vit, loaded['fresh'], self.teacher_checkpoint, self.with_cls)
         self._teacher = [teacher_vit]  # a list hides it from nn.Module's registration (see class doc)
         self._configure_student()
         if not isinstance(compile, (bool, dict)):
@@ -202,7 +236,9 @@ class TinyMIMDistiller(BaseModel):
         if not self.outputs & {'attn', 'ffn', 'block'}:
             unused += [blk.attn.proj, blk.ls1]
         if not self.outputs & {'ffn', 'block'}:
-            unused += [blk.norm2, blk.mlp, blk.ls2]
+            unused += [blk.norm2, blk.mlp]
+        if 'block' not in self.outputs:  # H̃ is taken before the layer scale
+            unused.append(blk.ls2)
         for module in unused:
             module.requires_grad_(False)
 
