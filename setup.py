@@ -74,7 +74,8 @@ if __name__ == '__main__':
         python_requires='>=3.9',
         packages=find_packages(include=['tinymim', 'tinymim.*']),
         include_package_data=True,
-        package_data={'tinymim': ['.mim/configs/**/*.py', '.mim/tools/**/*', '.mim/model-index.yml']},
+        package_data={'tinymim': ['.mim/configs/**/*.py', '.mim/configs/**/*.yml', '.mim/tools/**/*',
+                                  '.mim/model-index.yml']},
         install_requires=['torch>=2.1', 'torchvision'] + read_requirements('runtime.txt')
         + ['mmcv>=2.0.0,<2.2.0'],
         extras_require={'tests': read_requirements('tests.txt')},

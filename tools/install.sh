@@ -8,7 +8,8 @@
 #   TORCHVISION_SPEC     torchvision requirement (default torchvision==0.29.1)
 #   TORCH_INDEX_URL      extra index for other CUDA builds of torch (optional)
 #   TINYMIM_WHEELHOUSE   folder with a prebuilt mmcv 2.1.0 wheel for this stack (optional)
-#   MMCV_CACHE           where a source-built mmcv wheel is cached (default ~/.cache/tinymim/wheels)
+#   MMCV_CACHE           where source-built mmcv wheels are cached, per torch version
+#                        (default ~/.cache/tinymim/wheels; wheels go to torch-<version>/)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,30 +43,35 @@ PY
 
 verify() { "$PY" tools/check_install.py; }
 
-build_mmcv_wheel() {
+build_mmcv_wheel() {  # build_mmcv_wheel OUT_DIR
   # PyPI has only the mmcv sdist. It builds against torch >= 2.10 only as C++20,
   # and only without build isolation (it imports torch in setup.py).
-  local src; src=$(mktemp -d)
+  local out=$1 src; src=$(mktemp -d)
   "${PIP[@]}" download --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$src"
   tar -xzf "$src"/mmcv-$MMCV_VERSION.tar.gz -C "$src"
   sed -i -E 's/-std=c\+\+(14|17)/-std=c++20/g' "$src/mmcv-$MMCV_VERSION/setup.py"
-  mkdir -p "$MMCV_CACHE"
+  mkdir -p "$out"
   MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" wheel --no-build-isolation --no-deps \
-      -w "$MMCV_CACHE" "$src/mmcv-$MMCV_VERSION"
+      -w "$out" "$src/mmcv-$MMCV_VERSION"
   rm -rf "$src"
 }
 
 install_mmcv() {
-  local wheel=""
-  for dir in ${TINYMIM_WHEELHOUSE:-} "$MMCV_CACHE"; do
+  # Only a wheel for this Python; the cache is kept per torch version, since
+  # mmcv's compiled ops are tied to the torch they were built against.
+  local tag torch_ver cache wheel=""
+  tag=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+  torch_ver=$("$PY" -c 'from importlib.metadata import version; print(version("torch"))')
+  cache="$MMCV_CACHE/torch-$torch_ver"
+  for dir in ${TINYMIM_WHEELHOUSE:+"$TINYMIM_WHEELHOUSE"} "$cache"; do
     [ -d "$dir" ] || continue
-    wheel=$(ls "$dir"/mmcv-$MMCV_VERSION-cp*-linux_*.whl 2>/dev/null | head -n 1 || true)
+    wheel=$(ls "$dir"/mmcv-$MMCV_VERSION-$tag-$tag-linux_*.whl 2>/dev/null | head -n 1 || true)
     [ -n "$wheel" ] && break
   done
   if [ -z "$wheel" ]; then
-    echo "[install] no mmcv $MMCV_VERSION wheel in TINYMIM_WHEELHOUSE or $MMCV_CACHE; building from source (~30 min on 2 cores)"
-    build_mmcv_wheel
-    wheel=$(ls "$MMCV_CACHE"/mmcv-$MMCV_VERSION-*.whl | head -n 1)
+    echo "[install] no mmcv $MMCV_VERSION $tag wheel in TINYMIM_WHEELHOUSE or $cache; building from source (~30 min on 2 cores)"
+    build_mmcv_wheel "$cache"
+    wheel=$(ls "$cache"/mmcv-$MMCV_VERSION-$tag-*.whl | head -n 1)
   fi
   echo "[install] mmcv wheel: $wheel"
   "${PIP[@]}" install -q --no-deps "$wheel"

@@ -49,7 +49,7 @@ def enable_visualization(cfg: Config, args) -> None:
 
 
 def build_config(args) -> Config:
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs: mmengine's loader fetches them
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint

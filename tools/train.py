@@ -19,7 +19,7 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help="resume training: with no value (or 'auto') from the newest checkpoint in "
-                             'the work_dir, or from the given checkpoint file')
+                             "the work_dir (or in the checkpoint hook's out_dir), or from the given checkpoint file")
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config, key=value pairs such as '
@@ -42,7 +42,7 @@ def build_config(args) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
+        if '://' not in args.resume and not osp.isfile(args.resume):  # URLs: mmengine's loader fetches them
             raise FileNotFoundError(f'--resume checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume

@@ -66,6 +66,8 @@ def test_bad_generator_arguments(tmp_path):
         make_synthetic_ade20k(str(tmp_path), 1, 1, class_ids=(0, 5))
     with pytest.raises(ValueError, match='duplicates'):
         make_synthetic_ade20k(str(tmp_path), 1, 1, class_ids=(5, 5))
+    with pytest.raises(ValueError, match='num_classes must be 1..16 .*got 40: pass class_ids'):
+        make_synthetic_ade20k(str(tmp_path), 1, 1, num_classes=40)
 
 
 def test_missing_data_root_is_named(tmp_path):

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from reliability_helpers import mmengine_log, read_losses, run_tool, write_distill_config  # noqa: F401
+from reliability_helpers import mmengine_log, read_losses, run_tool, write_distill_config, write_seg_config  # noqa: F401
 
 from tinymim.engine.checkpoint_io import atomic_write_text, find_resumable_checkpoint, read_training_checkpoint_meta
 
@@ -33,6 +33,39 @@ def test_find_resumable_checkpoint_skips_partial_and_foreign_files(tmp_path, mme
 
 def test_find_resumable_checkpoint_empty_dir(tmp_path):
     assert find_resumable_checkpoint(str(tmp_path)) is None
+
+
+def test_find_resumable_checkpoint_searches_the_folder_last_checkpoint_names(tmp_path, mmengine_log):  # noqa: F811
+    work_dir, out_dir = tmp_path / 'work' / 'run', tmp_path / 'ckpts' / 'run'  # CheckpointHook(out_dir=...)
+    work_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True)
+    _save(work_dir / 'iter_2.pth', 2)
+    _save(out_dir / 'iter_4.pth', 4)
+    (out_dir / 'iter_6.pth').write_bytes((out_dir / 'iter_4.pth').read_bytes()[:100])  # cut off by a crash
+    (out_dir / '.iter_8.pth.tmp').write_bytes(b'partial')
+    (work_dir / 'last_checkpoint').write_text(str(out_dir / 'iter_6.pth'))
+    assert find_resumable_checkpoint(str(work_dir)) == str(out_dir / 'iter_4.pth')
+    text = mmengine_log.getvalue()
+    assert f'Skipping {out_dir / "iter_6.pth"} for resume: it is not a complete checkpoint' in text
+    assert f'left by an interrupted save: {out_dir / ".iter_8.pth.tmp"}' in text
+    # a remote out_dir is not searched; the work_dir still is
+    (work_dir / 'last_checkpoint').write_text('s3://bucket/run/iter_6.pth')
+    assert find_resumable_checkpoint(str(work_dir)) == str(work_dir / 'iter_2.pth')
+
+
+def test_resume_auto_finds_checkpoints_saved_to_out_dir(tmp_path):
+    config = write_seg_config(str(tmp_path))
+    work_dir, out_dir = tmp_path / 'run', tmp_path / 'ckpts'
+    args = [config, '--work-dir', str(work_dir), '--cfg-options', f'default_hooks.checkpoint.out_dir={out_dir}']
+    killed = run_tool(args, probe_dir=tmp_path / 'probe', env={'TINYMIM_PROBE_KILL_AT_ITER': '5'})
+    assert killed.returncode == -9
+    saved = out_dir / 'run' / 'iter_4.pth'  # mmengine saves to out_dir/<basename of work_dir>
+    assert saved.is_file() and not any(f.endswith('.pth') for f in os.listdir(work_dir))
+    resumed = run_tool(args + ['--resume', 'auto'], probe_dir=tmp_path / 'probe')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'Auto-resuming from the newest complete checkpoint {saved}' in resumed.stdout
+    assert max(read_losses(tmp_path / 'probe')) == 6
+    assert (out_dir / 'run' / 'iter_6.pth').is_file()
 
 
 def test_atomic_write_text_replaces_whole_file(tmp_path):

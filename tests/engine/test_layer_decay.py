@@ -82,6 +82,10 @@ def test_does_not_shadow_mmseg_constructor():
 
 
 def test_errors(model):
+    # mmengine's paramwise options (or mmseg's num_layers) would be accepted and then ignored.
+    with pytest.raises(ValueError, match=r"it cannot apply \['bias_decay_mult', 'custom_keys'\]"):
+        build_optim_wrapper(model, optim_cfg(layer_decay_rate=RATE, bias_decay_mult=1.0,
+                                             custom_keys={'decode_head': dict(lr_mult=10.)}))
     with pytest.raises(ValueError, match='layer_decay_rate must be in'):
         build_optim_wrapper(model, optim_cfg())
     with pytest.raises(ValueError, match='layer_decay_rate must be in'):

@@ -36,3 +36,22 @@ def test_second_install_run_only_verifies():
                          env=dict(os.environ, VENV=str(Path(sys.executable).parents[1])))
     assert res.returncode == 0, res.stderr
     assert 'up to date' in res.stdout
+
+
+def test_mmcv_wheel_is_chosen_for_this_python_and_torch(tmp_path):
+    # A wheel for another Python in the wheelhouse is passed over for the cached one of this Python and torch.
+    from importlib.metadata import version
+    tag = f'cp{sys.version_info[0]}{sys.version_info[1]}'
+    house, cache = tmp_path / 'wheelhouse', tmp_path / 'cache' / f'torch-{version("torch")}'
+    house.mkdir()
+    cache.mkdir(parents=True)
+    (house / 'mmcv-2.1.0-cp39-cp39-linux_x86_64.whl').touch()
+    (cache / f'mmcv-2.1.0-{tag}-{tag}-linux_x86_64.whl').touch()
+    (tmp_path / 'cache' / 'torch-0.0.1').mkdir()
+    (tmp_path / 'cache' / 'torch-0.0.1' / f'mmcv-2.1.0-{tag}-{tag}-linux_x86_64.whl').touch()  # another torch's
+    script = ('set -euo pipefail; source <(sed -n "/^install_mmcv()/,/^}/p" tools/install.sh); '
+              f'PY={sys.executable}; MMCV_VERSION=2.1.0; MMCV_CACHE={tmp_path / "cache"}; '
+              f'TINYMIM_WHEELHOUSE={house}; PIP=(echo pip); install_mmcv')
+    res = subprocess.run(['bash', '-c', script], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert f'pip install -q --no-deps {cache}/mmcv-2.1.0-{tag}-{tag}-linux_x86_64.whl' in res.stdout

@@ -65,3 +65,15 @@ def test_missing_checkpoint_is_named(trained, tmp_path):
     proc = subprocess.run([sys.executable, 'tools/test.py', trained['config'], str(tmp_path / 'none.pth')],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and 'none.pth does not exist' in proc.stderr
+
+
+def test_remote_checkpoints_are_left_to_mmengines_loader(tmp_path):
+    # A URL is not a local file: only local paths are checked before the run starts.
+    from distill_helpers import load_tool
+    config = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')
+    url = 'https://download.example.org/upernet_vit-t.pth'
+    test_tool, train_tool = load_tool('test'), load_tool('train')
+    cfg = test_tool.build_config(test_tool.parse_args([config, url, '--work-dir', str(tmp_path)]))
+    assert cfg.load_from == url
+    cfg = train_tool.build_config(train_tool.parse_args([config, '--resume', url, '--work-dir', str(tmp_path)]))
+    assert cfg.load_from == url and cfg.resume

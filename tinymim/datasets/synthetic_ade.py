@@ -115,6 +115,9 @@ def make_synthetic_ade20k(out_dir: str, num_train: int = 200, num_val: int = 50,
     Returns the data root (``.../ADEChallengeData2016``), ready for the
     ADE20K configs' ``data_root``.
     """
+    if class_ids is None and not 1 <= num_classes <= len(DEFAULT_CLASS_IDS):
+        raise ValueError(f'num_classes must be 1..{len(DEFAULT_CLASS_IDS)} (the default class ids); '
+                         f'got {num_classes}: pass class_ids for other classes')
     class_ids = tuple(class_ids or DEFAULT_CLASS_IDS[:num_classes])
     if not 1 <= len(class_ids) <= 150 or not all(1 <= c <= 150 for c in class_ids):
         raise ValueError(f'class_ids must be 1..150 ADE20K ids (at most 150 of them), got {class_ids}')

@@ -69,22 +69,42 @@ def read_training_checkpoint_meta(path: str) -> dict:
     return checkpoint['meta']
 
 
+def checkpoint_dirs(work_dir: str) -> list:
+    """``work_dir`` and, if elsewhere, the local folder its ``last_checkpoint`` file names.
+
+    ``CheckpointHook(out_dir=...)`` saves to ``out_dir/<basename of work_dir>``; only
+    ``last_checkpoint`` in ``work_dir`` says where. Remote paths are not searched.
+    """
+    dirs = [work_dir]
+    try:
+        with open(osp.join(work_dir, 'last_checkpoint')) as f:
+            last = f.read().strip()
+    except OSError:  # no checkpoint saved yet, or unreadable: work_dir alone
+        return dirs
+    if last and '://' not in last:
+        folder = osp.dirname(last)
+        if osp.isdir(folder) and osp.abspath(folder) != osp.abspath(work_dir):
+            dirs.append(folder)
+    return dirs
+
+
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
-    """The complete training checkpoint in ``work_dir`` with the most iterations.
+    """The complete training checkpoint with the most iterations in ``checkpoint_dirs(work_dir)``.
 
     Files that cannot be read (cut off by a crash, overwritten by a non-atomic writer,
     not a checkpoint) are skipped with a warning naming the file and the reason.
     """
-    candidates = []
-    for path in sorted(glob.glob(osp.join(work_dir, '*.pth'))):
-        try:
-            meta = read_training_checkpoint_meta(path)
-        except Exception as error:  # any unreadable file is skipped, never fatal
-            print_log(f'Skipping {path} for resume: it is not a complete checkpoint ({describe_error(error)}).',
-                      logger='current', level=logging.WARNING)
-            continue
-        candidates.append((meta['iter'], osp.getmtime(path), path))
-    stale = glob.glob(osp.join(work_dir, f'.*{TMP_SUFFIX}'))
+    candidates, stale = [], []
+    for folder in checkpoint_dirs(work_dir):
+        for path in sorted(glob.glob(osp.join(folder, '*.pth'))):
+            try:
+                meta = read_training_checkpoint_meta(path)
+            except Exception as error:  # any unreadable file is skipped, never fatal
+                print_log(f'Skipping {path} for resume: it is not a complete checkpoint ({describe_error(error)}).',
+                          logger='current', level=logging.WARNING)
+                continue
+            candidates.append((meta['iter'], osp.getmtime(path), path))
+        stale += glob.glob(osp.join(folder, f'.*{TMP_SUFFIX}'))
     if stale:
         print_log(f'Ignoring {len(stale)} partial checkpoint file(s) left by an interrupted save: '
                   f'{", ".join(sorted(stale))}', logger='current', level=logging.WARNING)

@@ -7,7 +7,7 @@ different augmentations than a 1-process run.
 
 ``ResumableSampler`` yields ``(index, sample_seed)`` pairs. ``SampleSeededDataset``
 (which ``TinyMIMRunner`` wraps around the data set of a loader whose sampler asks for
-it) seeds ``random``, ``numpy`` and ``torch`` from ``sample_seed`` while it loads the
+it) seeds ``random``, ``numpy`` and torch's CPU RNG from ``sample_seed`` while it loads the
 sample and restores the caller's RNG states afterwards. The seed is a function of
 (sampler seed, epoch, index) only, so augmentations do not depend on the number of
 workers, processes, or where a run was resumed.
@@ -30,11 +30,15 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 @contextmanager
 def seeded_rngs(seed: int):
-    """Seed python/numpy/torch (CPU) RNGs for the block, then restore their states."""
+    """Seed python/numpy/torch (CPU) RNGs for the block, then restore their states.
+
+    CUDA generators are left alone: ``torch.manual_seed`` would reseed them too, and
+    with ``num_workers=0`` loading a sample would then reset the model's CUDA RNG.
+    """
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
     try:
         yield
     finally:

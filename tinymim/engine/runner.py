@@ -7,7 +7,8 @@ Used by every tinymim config through ``runner_type='TinyMIMRunner'`` in
   renames it into place, and upgrades ``CheckpointHook`` to ``AtomicCheckpointHook``
   (new checkpoint first, then ``last_checkpoint``, then pruning);
 - resumes ``resume=True`` (``--resume`` / ``--resume auto``) from the newest *loadable*
-  checkpoint, skipping partial or foreign ``.pth`` files with a warning;
+  checkpoint of the work_dir or of the ``out_dir`` folder its ``last_checkpoint`` names,
+  skipping partial or foreign ``.pth`` files with a warning;
 - adds ``ExactResumeHook`` (RNG states, mid-epoch position) and ``NonFiniteLossHook``
   unless the config lists them;
 - gives every data loader its own seeded ``torch.Generator`` so that starting a data
@@ -106,7 +107,7 @@ class TinyMIMRunner(Runner):
         checkpoint = hooks.get('checkpoint')
         if isinstance(checkpoint, dict) and checkpoint.get('type') in DEFAULT_HOOK_UPGRADES:
             checkpoint['type'] = DEFAULT_HOOK_UPGRADES[checkpoint['type']]
-        elif checkpoint is None:
+        elif 'checkpoint' not in hooks:  # an explicit None means "no checkpoint hook" in mmengine
             hooks['checkpoint'] = dict(type='AtomicCheckpointHook', interval=1)
         super().register_default_hooks(hooks)
 
@@ -167,7 +168,8 @@ class TinyMIMRunner(Runner):
         if not self._has_loaded and self._resume and self._load_from is None:
             resume_from = checkpoint_io.find_resumable_checkpoint(self.work_dir)
             if resume_from is None:
-                self.logger.info(f'No complete checkpoint in {self.work_dir} to resume from: starting from scratch.')
+                self.logger.info(f'No complete checkpoint in {", ".join(checkpoint_io.checkpoint_dirs(self.work_dir))} '
+                                 'to resume from: starting from scratch.')
                 return
             self.logger.info(f'Auto-resuming from the newest complete checkpoint {resume_from}.')
             self.resume(resume_from)

@@ -61,7 +61,10 @@ def complexity(config: str, shape, cfg_options=None) -> dict:
     model.auxiliary_head = None  # inference cost; mmseg's get_flops does the same
     model.eval()
     inputs = torch.rand(1, 3, *shape)
-    info = get_model_complexity_info(model, inputs=(inputs,), show_table=False, show_arch=False)
+    # no_grad: with autograd on, the ViT takes its training paths (custom autograd functions for
+    # attention with a trainable bias and for the MLP), which the counter cannot see into.
+    with torch.no_grad():
+        info = get_model_complexity_info(model, inputs=(inputs,), show_table=False, show_arch=False)
     backbone = sum(p.numel() for p in model.backbone.parameters())
     return dict(config=osp.splitext(osp.basename(config))[0], params=info['params'], backbone_params=backbone,
                 flops=info['flops'])

@@ -24,20 +24,35 @@ def capture_rng_state() -> dict:
                    has_gauss=int(np_state['has_gauss']), gauss=float(np_state['gauss'])),
         torch=torch.get_rng_state())
     if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state['cuda'] = torch.cuda.get_rng_state()  # the current device: the one this rank trains on
     return state
 
 
+def _own_cuda_state(saved):
+    """This rank's CUDA RNG state from a checkpoint.
+
+    Older checkpoints hold ``get_rng_state_all()`` of rank 0, a list over all devices:
+    only element 0, rank 0's own device, was ever drawn from, and with equal seeds on
+    all ranks it is the state every rank's current device should continue from.
+    """
+    return saved[0] if isinstance(saved, (list, tuple)) else saved
+
+
 def restore_rng_state(state: dict) -> None:
+    """Inverse of ``capture_rng_state``.
+
+    mmengine's resume maps the checkpoint to the training device, so the tensors may
+    arrive on CUDA: numpy and the ``set_rng_state`` functions need CPU tensors.
+    """
     random.setstate(state['python'])
     np_state = state['numpy']
     np.random.set_state(dict(
         bit_generator='MT19937',
-        state=dict(key=np_state['key'].numpy().astype(np.uint32), pos=np_state['pos']),
+        state=dict(key=np_state['key'].cpu().numpy().astype(np.uint32), pos=np_state['pos']),
         has_gauss=np_state['has_gauss'], gauss=np_state['gauss']))
-    torch.set_rng_state(state['torch'])
+    torch.set_rng_state(state['torch'].cpu())
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        torch.cuda.set_rng_state(_own_cuda_state(state['cuda']).cpu())
 
 
 def _sampler_of(dataloader):
@@ -58,7 +73,8 @@ class ExactResumeHook(Hook):
       with a ``ResumableSampler`` the epoch continues after the batches already trained.
 
     With ``diff_rank_seed=False`` (mmengine's default) all ranks draw the same numbers,
-    so the state saved by rank 0 is every rank's state.
+    each on its own current CUDA device, so the states rank 0 saves (CPU and its current
+    device) are every rank's states, and each rank restores them on its current device.
     """
     priority = 'VERY_HIGH'
 

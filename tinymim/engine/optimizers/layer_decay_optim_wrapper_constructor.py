@@ -31,6 +31,11 @@ class TinyMIMLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        others = sorted(set(self.paramwise_cfg) - {'layer_decay_rate'})
+        if others:  # the groups below are built from depths alone: these would be ignored
+            raise ValueError(f'{type(self).__name__} takes only paramwise_cfg.layer_decay_rate (depths come from '
+                             'backbone.get_layer_depth, weight decay is 0 for 1-D parameters and '
+                             f'backbone.no_weight_decay()); it cannot apply {others}')
         rate = self.paramwise_cfg.get('layer_decay_rate')
         if rate is None or not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}')
