@@ -145,6 +145,16 @@ def autocast(device: str, enabled: bool, dtype=torch.bfloat16):
 
 
 # --------------------------------------------------------------- workers
+class WorkerFailed(RuntimeError):
+    """A worker exited with an error; ``reason`` is the last line of its stderr
+    (e.g. ``torch.OutOfMemoryError: CUDA out of memory...``). Scripts print it
+    as the configuration's row and go on with the next one."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def run_worker(script: str, spec: dict, args: argparse.Namespace) -> dict:
     """Run ``script --worker SPEC`` in a fresh process and return its result dict."""
     cmd = [sys.executable, script, '--worker', json.dumps(spec), '--device', args.device,
@@ -155,7 +165,10 @@ def run_worker(script: str, spec: dict, args: argparse.Namespace) -> dict:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode or not lines:
-        raise RuntimeError(f'benchmark worker {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}')
+        errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        print(proc.stderr[-4000:], file=sys.stderr)
+        raise WorkerFailed(f'benchmark worker {spec} failed (exit {proc.returncode})',
+                           errors[-1][:200] if errors else f'exit {proc.returncode}')
     return json.loads(lines[-1][len(RESULT_TAG):])
 
 
@@ -190,13 +203,14 @@ def scratch_dir() -> tempfile.TemporaryDirectory:
 
 
 # ---------------------------------------------------------------- output
-def machine_line(device: str) -> str:
-    """CPU model, cores and threads (or the GPU), torch version and current load."""
+def machine_line(device: str, threads: Optional[int] = None) -> str:
+    """CPU model, cores and the workers' torch threads (``threads``, default
+    this process's), the GPU, torch version and current load."""
     cpu = platform.processor() or 'unknown CPU'
     with contextlib.suppress(OSError):
         with open('/proc/cpuinfo') as f:
             cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')), cpu)
-    parts = [f'{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads']
+    parts = [f'{cpu}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads']
     if device == 'cuda':
         parts.append(torch.cuda.get_device_name())
     parts.append(f'torch {torch.__version__}')

@@ -5,7 +5,10 @@
   ``StudentColorJitter`` -> ``PackTwoViewInputs``): OpenCV decode, uint8
   tensor crop and resize, the three jitter blends in one float pass, two
   uint8 views; normalisation happens later, batched, in the model's data
-  preprocessor.
+  preprocessor (on the GPU in training).
+* ours + normalising in the worker: the same, then that data preprocessor
+  (``TwoViewDataPreprocessor``) on the two views in the worker, which then
+  hands over float views as the reference does: the like-for-like row.
 * reference: the reference's torchvision/PIL pipeline with the same
   augmentations: PIL decode, ``RandomResizedCrop(224, scale=(0.2, 1.0),
   bicubic)``, horizontal flip, ``ColorJitter(0.4, 0.4, 0.4)`` on the
@@ -59,6 +62,17 @@ def ours_pipeline(crop: int):
     return lambda path: pipeline(dict(img_path=path))
 
 
+def normalised(pipeline):
+    """``pipeline`` followed by the model's data preprocessor, in the worker."""
+    from tinymim.models.distillers.data_preprocessor import TwoViewDataPreprocessor
+    preprocess = TwoViewDataPreprocessor()
+
+    def run(path):
+        views = pipeline(path)['inputs']
+        return preprocess(dict(inputs={name: [view] for name, view in views.items()}))['inputs']
+    return run
+
+
 def reference_pipeline(crop: int):
     from PIL import Image
     from torchvision import transforms as T
@@ -80,7 +94,10 @@ def worker(args):
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     torch.manual_seed(0)
-    run = (ours_pipeline if spec['impl'] == 'ours' else reference_pipeline)(spec['crop'])
+    impl = spec['impl']
+    run = (reference_pipeline if impl == 'reference' else ours_pipeline)(spec['crop'])
+    if impl == 'ours_normalised':
+        run = normalised(run)
     paths = spec['paths']
     for p in paths[:max(1, len(paths) // 8)]:  # warm-up: imports, first-call allocations
         run(p)
@@ -120,15 +137,17 @@ def main():
     with scratch_dir() as tmp:
         paths = make_jpegs(tmp, args.images, size)
         res = run_sides(__file__, {impl: dict(impl=impl, paths=paths, crop=args.crop, passes=args.passes)
-                                   for impl in ('ours', 'reference')}, args)
+                                   for impl in ('ours', 'ours_normalised', 'reference')}, args)
     ips = {k: v['images'] / v['seconds'] for k, v in res.items()}
     ipc = {k: v['images'] / v['cpu_seconds'] for k, v in res.items()}
     print(f'\nTwo-view pipeline, one worker (1 thread), {args.images} JPEGs {size[0]}x{size[1]} -> two '
-          f'{args.crop}px views; {machine_line("cpu")}\n')
+          f'{args.crop}px views; {machine_line("cpu", threads=1)}\n')
+    names = {'ours': 'ours (OpenCV + uint8 tensor ops; normalised later, batched)',
+             'ours_normalised': 'ours + normalising in the worker (like for like)',
+             'reference': 'reference (PIL + torchvision, ToTensor + Normalize)'}
     print(markdown_table(['pipeline', 'img/s (wall)', 'img per CPU-second', 'ratio (wall)', 'ratio (CPU time)'], [
-        ['ours (OpenCV + uint8 tensor ops)', ips['ours'], ipc['ours'], ratio(ips['ours'], ips['reference']),
-         ratio(ipc['ours'], ipc['reference'])],
-        ['reference (PIL + torchvision)', ips['reference'], ipc['reference'], 1.0, 1.0]]))
+        [name, ips[impl], ipc[impl], ratio(ips[impl], ips['reference']), ratio(ipc[impl], ipc['reference'])]
+        for impl, name in names.items()]))
 
 
 if __name__ == '__main__':

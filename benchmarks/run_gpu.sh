@@ -10,9 +10,9 @@
 #   PEAK_TFLOPS  the GPU's datasheet dense bf16 peak, for the MFU column
 #                [none: MFU against the measured bf16 torch.mm peak]
 #   BATCH        distillation images per step [128, the recipe's per-GPU batch]
-#   PAIRS, RES   distillation pairs and input sizes [l-b,b-s,s-t and 224,448]
+#   PAIRS, RES   distillation pairs and input sizes [b-s,l-b,s-t and 224,448]
 #   LOSS_MEMORY  sizes of the relation-loss memory table [224,448,640]
-#   ARCHS, PARTS segmentation models and parts [tiny,small,base and backbone,whole,slide,train]
+#   ARCHS, PARTS segmentation models and parts [base,small,tiny and backbone,whole,slide,train]
 #   CROP         segmentation crop [512]
 #   WARMUP, REPEATS  untimed and timed runs per configuration [2 and 5]
 #   DEVICE, COMPILE, PEAK_SIZE, IMAGES  [cuda, 1, 8192, 64]: only for trying the
@@ -20,7 +20,9 @@
 #
 # Each table goes to OUT_DIR/<script>.md as the script prints it, beside
 # OUT_DIR/nvidia-smi.txt. Compilation happens in the warm-up runs, which
-# are never timed.
+# are never timed. A configuration that fails (e.g. out of memory) is a
+# "failed: <error>" row and the others still run; so does the next script
+# after a failed one. The exit status says whether anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-work_dirs/benchmarks_gpu}
@@ -34,12 +36,23 @@ common=(--device "${DEVICE:-cuda}" --amp --warmup "${WARMUP:-2}" --repeats "${RE
 peak=(--peak-size "${PEAK_SIZE:-8192}")
 [[ -n ${PEAK_TFLOPS:-} ]] && peak+=(--peak-tflops "$PEAK_TFLOPS")
 
+if [[ ${DEVICE:-cuda} == cuda ]]; then  # fail at once, not after the CPU-only table
+    "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA device is visible to torch")'
+fi
+status=0
+table() {  # table NAME ARGS...: benchmarks/NAME.py ARGS, printed and written to OUT_DIR/NAME.md
+    local name=$1
+    shift
+    "$PYTHON" "benchmarks/$name.py" "$@" | tee "$out/$name.md" || { echo "[run_gpu] $name: failed" >&2; status=1; }
+}
+
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || echo "nvidia-smi not available" >"$out/nvidia-smi.txt"
-"$PYTHON" benchmarks/distill_step.py "${common[@]}" "${peak[@]}" --pairs "${PAIRS:-l-b,b-s,s-t}" \
-    --res "${RES:-224,448}" --batch "${BATCH:-128}" --loss-memory "${LOSS_MEMORY:-224,448,640}" \
-    | tee "$out/distill_step.md"
-"$PYTHON" benchmarks/seg_step.py "${common[@]}" --archs "${ARCHS:-tiny,small,base}" \
-    --parts "${PARTS:-backbone,whole,slide,train}" --crop "${CROP:-512}" | tee "$out/seg_step.md"
+# B->S first: the pair the targets name, in case the device time runs out.
+table distill_step "${common[@]}" "${peak[@]}" --pairs "${PAIRS:-b-s,l-b,s-t}" \
+    --res "${RES:-224,448}" --batch "${BATCH:-128}" --loss-memory "${LOSS_MEMORY:-224,448,640}"
+table seg_step "${common[@]}" --archs "${ARCHS:-base,small,tiny}" \
+    --parts "${PARTS:-backbone,whole,slide,train}" --crop "${CROP:-512}"
 # Data-loader workers are CPU processes on a GPU machine too: measured per worker, as anywhere.
-"$PYTHON" benchmarks/data_pipeline.py --images "${IMAGES:-64}" --rounds 2 | tee "$out/data_pipeline.md"
+table data_pipeline --images "${IMAGES:-64}" --rounds 2
 echo "tables written to $out"
+exit $status

@@ -54,7 +54,7 @@ def test_data_pipeline_runs():
     out = run_script('data_pipeline.py', '--images', '4', '--passes', '1', '--size', '120x90', '--crop', '64',
                      '--rounds', '2')  # alternating fresh workers per side
     rows = table_rows(out, 'pipeline')
-    assert [r[0].split()[0] for r in rows] == ['ours', 'reference']
+    assert [r[0].split()[:2] for r in rows] == [['ours', '(OpenCV'], ['ours', '+'], ['reference', '(PIL']]
     assert all(float(r[1]) > 0 for r in rows)
 
 
@@ -107,4 +107,31 @@ def test_gpu_script_runs_all_tables(tmp_path):
     assert row[:3] == ['S→T', '32', '2'] and row[-1].endswith('%')  # MFU against the given 1 TFLOP/s
     assert 'bf16 autocast' in tables['distill_step'] and 'datasheet peak 1 TFLOP/s' in tables['distill_step']
     assert [r[:2] for r in table_rows(tables['seg_step'], 'model')] == [['ViT-T', 'backbone']]
-    assert len(table_rows(tables['data_pipeline'], 'pipeline')) == 2
+    assert len(table_rows(tables['data_pipeline'], 'pipeline')) == 3
+
+
+def test_a_failing_configuration_is_a_row_and_the_rest_still_run(monkeypatch, capsys):
+    """A worker that fails (out of memory on a GPU, say) gives a row naming the error; the other
+    configurations and tables still run, and the exit status says something failed."""
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    try:
+        import distill_step
+        from common import WorkerFailed
+    finally:
+        sys.path.remove(osp.join(ROOT, 'benchmarks'))
+    real = distill_step.run_sides
+
+    def out_of_memory_at_32px(script, specs, args):
+        if specs['ours']['res'] == 32:
+            raise WorkerFailed('worker failed', 'torch.OutOfMemoryError: CUDA out of memory.')
+        return real(script, specs, args)
+    monkeypatch.setattr(distill_step, 'run_sides', out_of_memory_at_32px)
+    monkeypatch.setattr(sys, 'argv', ['distill_step.py', '--pairs', 's-t', '--res', '32,48', '--batch', '2',
+                                      '--loss-memory', '32', '--peak-size', '256', *FAST])
+    with pytest.raises(SystemExit, match=r'1 configuration\(s\) failed'):
+        distill_step.main()
+    out = capsys.readouterr().out
+    failed, ok = table_rows(out, 'pair')
+    assert failed[:4] == ['S→T', '32', '2', 'failed: torch.OutOfMemoryError: CUDA out of memory.']
+    assert ok[:3] == ['S→T', '48', '2'] and float(ok[3]) > 0
+    assert table_rows(out, 'px')[0][:2] == ['32', '5']  # the loss-memory table still ran
