@@ -5,6 +5,7 @@ import pytest
 import torch
 from timm.layers import Mlp as TimmMlp
 
+from tinymim.models.lean_linear import lean_linear
 from tinymim.models.mlp import Mlp, gelu_linear
 
 
@@ -59,3 +60,12 @@ def test_dropout_takes_the_plain_path(training):
     _, numels = saved_numels(lambda: mlp(x))
     # with dropout in training the GELU output is kept (for the dropout mask product)
     assert (sum(n == 4 * 32 for n in numels) >= 2) == training
+
+
+def test_gradcheck_with_layer_scale():
+    torch.manual_seed(0)
+    h, w, b, gamma = (torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+                      for shape in ((4, 6), (3, 6), (3,), (3,)))
+    assert torch.autograd.gradcheck(gelu_linear, (h, w, b, gamma))
+    assert torch.autograd.gradcheck(lambda h, w, g: gelu_linear(h, w, None, g), (h, w, gamma))
+    assert torch.autograd.gradcheck(lambda x, w, b, g: lean_linear(x, w, b, g), (h, w, b, gamma))

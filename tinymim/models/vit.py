@@ -21,7 +21,9 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath
 
 from .biased_attention import chunked_biased_attention
+from .lean_linear import lean_linear
 from .mlp import Mlp
+from .norm_linear import norm_linear
 from .pos_embed import (
     relative_bias_table_size,
     relative_position_index,
@@ -84,15 +86,6 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), (h // p, w // p)
 
 
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init_value: float):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
-
-    def forward(self, x):
-        return x * self.gamma
-
-
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
@@ -127,8 +120,8 @@ class Attention(nn.Module):
             self.register_buffer('relative_position_index', relative_position_index(self.window),
                                  persistent=False)
 
-    def split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None):
-        """Q, K, V of ``x`` as (B, heads, N, dim/heads) each.
+    def split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None, norm: Optional[nn.LayerNorm] = None):
+        """Q, K, V of ``x`` (of ``norm(x)`` when given) as (B, heads, N, dim/heads) each.
 
         ``num_heads`` may differ from the block's own: splitting has no
         parameters, so any divisor of the width gives valid relations.
@@ -137,7 +130,8 @@ class Attention(nn.Module):
         heads = num_heads or self.num_heads
         if heads != self.num_heads:
             check_heads(c, heads, 'relation heads')
-        qkv = self.qkv(x).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x) if norm is None else norm_linear(x, norm, self.qkv)
+        qkv = qkv.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)
 
     def relative_bias(self, grid: Tuple[int, int]) -> torch.Tensor:
@@ -191,9 +185,14 @@ class Attention(nn.Module):
         return (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad
                 and not (self.training and self.attn_drop) and q.dtype in (torch.float32, torch.float64))
 
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: Tuple[int, int], norm: Optional[nn.LayerNorm] = None,
+                gamma: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention over ``x`` (over ``norm(x)`` when given: the block's LN1,
+        fused with the qkv projection, see ``norm_linear``), times the layer
+        scale ``gamma`` when given (inside the projection's lean backward
+        while autograd records, see ``lean_linear``)."""
         b, n, c = x.shape
-        q, k, v = self.split_heads(x)
+        q, k, v = self.split_heads(x, norm=norm)
         if self.window and n != grid[0] * grid[1] + 1:
             raise ValueError('relative position bias needs the full token grid plus CLS '
                              f'({grid[0]}x{grid[1]}+1), got {n} tokens (masked input?)')
@@ -203,7 +202,20 @@ class Attention(nn.Module):
             mask = self.relative_bias(grid).unsqueeze(0).to(q.dtype) if self.window else None
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+        x = x.transpose(1, 2).reshape(b, n, c)
+        if gamma is not None and torch.is_grad_enabled():  # dropout commutes with the per-channel scale
+            return self.proj_drop(lean_linear(x, self.proj.weight, self.proj.bias, gamma))
+        x = self.proj_drop(self.proj(x))
+        return x if gamma is None else x * gamma
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x):
+        return x * self.gamma
 
 
 def add_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
@@ -259,15 +271,25 @@ class Block(nn.Module):
         H̃ = FFN(LN(Ĥ)) and output F = Ĥ + H̃ (residual branches scaled and
         dropped as in ``forward``). With only 'attn' asked for, the FFN
         does not run."""
-        parts = dict(attn=add_residual(x, lambda t: self.ls1(self.attn(self.norm1(t), grid)), self.drop_path1))
+        parts = dict(attn=add_residual(x, lambda t: self.attn(t, grid, self.norm1, self.gamma1), self.drop_path1))
         if set(outputs) & {'ffn', 'block'}:
-            parts['ffn'] = self.mlp(self.norm2(parts['attn']))
+            parts['ffn'] = self.mlp(parts['attn'], self.norm2)
             parts['block'] = parts['attn'] + self.drop_path2(self.ls2(parts['ffn']))
         return {name: parts[name] for name in outputs if name in parts}
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        x = add_residual(x, lambda t: self.ls1(self.attn(self.norm1(t), grid)), self.drop_path1)
-        return add_residual(x, lambda t: self.ls2(self.mlp(self.norm2(t))), self.drop_path2)
+        # The norms and layer scales run inside attention and the MLP, fused with their first and last
+        # projections (norm_linear.py, lean_linear.py): fewer activations kept for backward.
+        x = add_residual(x, lambda t: self.attn(t, grid, self.norm1, self.gamma1), self.drop_path1)
+        return add_residual(x, lambda t: self.mlp(t, self.norm2, self.gamma2), self.drop_path2)
+
+    @property
+    def gamma1(self) -> Optional[torch.Tensor]:
+        return getattr(self.ls1, 'gamma', None)
+
+    @property
+    def gamma2(self) -> Optional[torch.Tensor]:
+        return getattr(self.ls2, 'gamma', None)
 
 
 class VisionTransformer(BaseModule):
@@ -450,7 +472,7 @@ class VisionTransformer(BaseModule):
         blk = self.blocks[block_index]
         result = {}
         if set(outputs) & set(QKV_OUTPUTS):
-            q, k, v = blk.attn.split_heads(blk.norm1(tokens), num_heads or self.relation_heads)
+            q, k, v = blk.attn.split_heads(tokens, num_heads or self.relation_heads, blk.norm1)
             result.update((name, t) for name, t in zip(QKV_OUTPUTS, (q, k, v)) if name in outputs)
         if set(outputs) & set(FEATURE_OUTPUTS):
             result.update(blk.forward_parts(tokens, grid, [n for n in FEATURE_OUTPUTS if n in outputs]))

@@ -1,0 +1,52 @@
+"""Layer scale inside the Linear's lean backward: the same function and gradients as
+``gamma * linear(x)``, and neither the Linear's output nor the normalised inputs are kept."""
+import torch
+
+from tinymim.models.lean_linear import lean_linear
+from tinymim.models.vit import Block
+
+
+def saved_storages(fn, numel):
+    """Distinct storages of ``numel`` elements that autograd keeps while ``fn`` runs."""
+    ptrs = set()
+
+    def pack(t):
+        if t.numel() == numel:
+            ptrs.add(t.untyped_storage().data_ptr())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, len(ptrs)
+
+
+def test_autocast_casts_like_linear():
+    torch.manual_seed(0)
+    x, w, b, gamma = torch.randn(5, 4, requires_grad=True), torch.randn(3, 4), torch.randn(3), torch.randn(3)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = lean_linear(x, w, b, gamma)
+        expected = torch.nn.functional.linear(x, w, b) * gamma.bfloat16()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32
+
+
+def test_block_with_layer_scale_keeps_four_fewer_token_maps():
+    torch.manual_seed(0)
+    block = Block(16, 4, layer_scale=0.5).double()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(std=0.2)
+    x = torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+
+    def plain():  # the same modules one after another, as timm's Block runs them
+        y = x + block.ls1(block.attn(block.norm1(x), (1, 6)))
+        return y + block.ls2(block.mlp(block.norm2(y)))
+    fused, fused_maps = saved_storages(lambda: block(x, (1, 6)), x.numel())
+    expected, plain_maps = saved_storages(plain, x.numel())
+    # not kept any more: LN1's and LN2's outputs (norm_linear), the projection's and fc2's outputs
+    assert plain_maps - fused_maps == 4
+    torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-12)
+    params = [x, *block.parameters()]
+    for a, b in zip(torch.autograd.grad(fused.sum(), params), torch.autograd.grad(expected.sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
