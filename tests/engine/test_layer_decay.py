@@ -57,6 +57,15 @@ def test_lr_and_weight_decay_follow_the_formula(model):
     assert seen['neck.upsample_4x.1.weight'] == (pytest.approx(BASE_LR), 0.)  # BN weight
 
 
+def test_reference_decay_of_embeddings_and_bias_tables_as_a_switch(model):
+    # The reference (and mmseg 1.2.2) decay pos_embed, cls_token and the bias tables: its skip list never matches.
+    wrapper = build_optim_wrapper(model, optim_cfg(layer_decay_rate=RATE, decay_no_weight_decay_names=True))
+    wd = {name: group['weight_decay'] for group in wrapper.optimizer.param_groups for name in group['param_names']}
+    for name in ('backbone.pos_embed', 'backbone.cls_token', 'backbone.blocks.0.attn.relative_position_bias_table'):
+        assert wd[name] == BASE_WD, name
+    assert wd['backbone.blocks.0.attn.qkv.bias'] == 0. and wd['backbone.blocks.0.attn.qkv.weight'] == BASE_WD
+
+
 def test_table_is_logged(model):
     records = []
     handler = logging.Handler()
@@ -83,7 +92,7 @@ def test_does_not_shadow_mmseg_constructor():
 
 def test_errors(model):
     # mmengine's paramwise options (or mmseg's num_layers) would be accepted and then ignored.
-    with pytest.raises(ValueError, match=r"it cannot apply \['bias_decay_mult', 'custom_keys'\]"):
+    with pytest.raises(ValueError, match=r"it cannot apply\s+\['bias_decay_mult', 'custom_keys'\]"):
         build_optim_wrapper(model, optim_cfg(layer_decay_rate=RATE, bias_decay_mult=1.0,
                                              custom_keys={'decode_head': dict(lr_mult=10.)}))
     with pytest.raises(ValueError, match='layer_decay_rate must be in'):

@@ -26,16 +26,19 @@ class TinyMIMLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     ``LayerDecayOptimizerConstructor`` and the reference code decay
     ``pos_embed``, ``cls_token`` and the relative-bias tables: their skip list
     compares ``'pos_embed'`` with ``'backbone.pos_embed'``, which never match.
+    ``paramwise_cfg.decay_no_weight_decay_names=True`` reproduces that.
     The per-group table is logged when the optimizer is built.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict = None):
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
-        others = sorted(set(self.paramwise_cfg) - {'layer_decay_rate'})
+        others = sorted(set(self.paramwise_cfg) - {'layer_decay_rate', 'decay_no_weight_decay_names'})
         if others:  # the groups below are built from depths alone: these would be ignored
-            raise ValueError(f'{type(self).__name__} takes only paramwise_cfg.layer_decay_rate (depths come from '
-                             'backbone.get_layer_depth, weight decay is 0 for 1-D parameters and '
-                             f'backbone.no_weight_decay()); it cannot apply {others}')
+            raise ValueError(f'{type(self).__name__} takes only paramwise_cfg.layer_decay_rate and '
+                             'decay_no_weight_decay_names (depths come from backbone.get_layer_depth, weight decay '
+                             'is 0 for 1-D parameters and backbone.no_weight_decay()); it cannot apply '
+                             f'{others}')
+        self.decay_skip_names = bool(self.paramwise_cfg.get('decay_no_weight_decay_names', False))
         rate = self.paramwise_cfg.get('layer_decay_rate')
         if rate is None or not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}')
@@ -48,7 +51,8 @@ class TinyMIMLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             raise TypeError(f'{type(self).__name__} needs model.backbone.get_layer_depth(name, prefix); '
                             f'{type(backbone).__name__} has none')
         rate = self.layer_decay_rate
-        no_decay = {'backbone.' + n for n in getattr(backbone, 'no_weight_decay', set)()}
+        no_decay = set() if self.decay_skip_names else {
+            'backbone.' + n for n in getattr(backbone, 'no_weight_decay', set)()}
         groups = defaultdict(lambda: dict(params=[], param_names=[]))
         for name, param in model.named_parameters():
             if not param.requires_grad:
