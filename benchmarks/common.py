@@ -155,6 +155,18 @@ class WorkerFailed(RuntimeError):
         self.reason = reason
 
 
+def failed_row(label: Sequence[object], err: WorkerFailed, width: int) -> list:
+    """A table row of ``width`` cells for a configuration whose worker failed:
+    its label cells, the error, then blanks."""
+    return [*label, f'failed: {err.reason}'] + [None] * (width - len(label) - 1)
+
+
+def exit_if_failed(count: int) -> None:
+    """After the tables: a non-zero exit status when any configuration failed."""
+    if count:
+        sys.exit(f'{count} configuration(s) failed; see the rows above and the errors on stderr')
+
+
 def run_worker(script: str, spec: dict, args: argparse.Namespace) -> dict:
     """Run ``script --worker SPEC`` in a fresh process and return its result dict."""
     cmd = [sys.executable, script, '--worker', json.dumps(spec), '--device', args.device,

@@ -44,7 +44,6 @@ Example: ``python benchmarks/distill_step.py --pairs b-s,s-t --res 224 --batch 8
 """
 import argparse
 import os.path as osp
-import sys
 
 import torch
 import torch.nn as nn
@@ -56,6 +55,8 @@ from common import (
     check_device,
     cpu_time_ratio,
     emit,
+    exit_if_failed,
+    failed_row,
     machine_line,
     markdown_table,
     matmul_peak,
@@ -324,8 +325,7 @@ def main():
                                                           amp=args.amp)
                                                for impl in ('ours', 'eager')}, args)
                 except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
-                    rows.append([pair.upper().replace('-', '→'), res, args.batch, f'failed: {err.reason}']
-                                + [None] * 11)
+                    rows.append(failed_row([pair.upper().replace('-', '→'), res, args.batch], err, 15))
                     failed += 1
                     continue
                 ips = {k: args.batch / v['seconds'] for k, v in out.items()}
@@ -345,7 +345,7 @@ def main():
                 mem = {impl: run_worker(__file__, dict(loss_memory=True, impl=impl, res=res, batch=args.loss_batch,
                                                        chunk=64), args)['peak_mib'] for impl in ('ours', 'eager')}
             except WorkerFailed as err:
-                loss_rows.append([res, n, f'failed: {err.reason}', None, None, None])
+                loss_rows.append(failed_row([res, n], err, 6))
                 failed += 1
                 continue
             one_relation = args.loss_batch * 12 * n * n * 4 / 2**20
@@ -366,8 +366,7 @@ def main():
               f'batch {args.loss_batch}, 12 heads, strided Q/K/V as the taps give them, chunks of 64 rows)\n')
         print(markdown_table(['px', 'tokens N', 'one B×H×N×N fp32 MiB', 'ours peak MiB', 'eager peak MiB',
                               'memory ratio'], loss_rows))
-    if failed:
-        sys.exit(f'{failed} configuration(s) failed; see the rows above and the errors on stderr')
+    exit_if_failed(failed)
 
 
 if __name__ == '__main__':

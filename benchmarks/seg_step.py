@@ -31,10 +31,10 @@ Example: ``python benchmarks/seg_step.py --archs base --parts backbone,whole,sli
 (the default, ``--parts backbone,whole``, stays under ~3 minutes for ViT-B on 2 cores).
 """
 import argparse
+import itertools
 import os
 import os.path as osp
 import statistics
-import sys
 
 import torch
 from common import (
@@ -44,6 +44,8 @@ from common import (
     check_device,
     cpu_time_ratio,
     emit,
+    exit_if_failed,
+    failed_row,
     machine_line,
     markdown_table,
     measure,
@@ -164,7 +166,7 @@ def worker(args: argparse.Namespace) -> None:
             s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, crop, crop), device=device))
             samples.append(s)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        seeds = iter(range(args.warmup + args.repeats + 1))
+        seeds = itertools.count()
 
         def step():
             torch.manual_seed(next(seeds))  # drop-path draws: call r gets seed r on both sides
@@ -244,7 +246,7 @@ def main() -> None:
                 try:
                     res, outs = run_sides(__file__, specs, args), {}
                 except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
-                    rows.append([f'ViT-{ARCHS[arch].upper()}', part, f'failed: {err.reason}'] + [None] * 7)
+                    rows.append(failed_row([f'ViT-{ARCHS[arch].upper()}', part], err, 10))
                     failed += 1
                     continue
                 if part != 'train':
@@ -264,8 +266,7 @@ def main() -> None:
     print(markdown_table(['model', 'part', 'ours img/s', 'mmseg MAE img/s', 'speed ratio (wall)',
                           'speed ratio (CPU time)', 'ours peak MiB',
                           'mmseg peak MiB', 'memory ratio', 'max |Δ| out'], rows))
-    if failed:
-        sys.exit(f'{failed} configuration(s) failed; see the rows above and the errors on stderr')
+    exit_if_failed(failed)
 
 
 if __name__ == '__main__':
