@@ -1,4 +1,5 @@
 """tinymim: TinyMIM relation distillation and ViT semantic segmentation on OpenMMLab 2.0."""
+import glob
 import os
 import os.path as osp
 import shutil
@@ -51,14 +52,18 @@ def add_mim_extension():
             os.symlink(osp.relpath(src, mim_root), tar)
         else:
             shutil.copytree(src, tar)
-    # mim resolves the index's paths inside .mim, where the configs are `configs/`.
-    with open(osp.join(ROOT, 'model-index.yml')) as f:
-        index = f.read().replace('mmseg_configs/', 'configs/')
-    tar = osp.join(mim_root, 'model-index.yml')
-    if osp.islink(tar):  # never write through a link into the source tree
-        os.remove(tar)
-    with open(tar, 'w') as f:
-        f.write(index)
+    # mim resolves the index's and the metafiles' paths inside .mim, where the
+    # configs are `configs/`. Linked metafiles stay as they are: rewriting them
+    # would write into the source tree.
+    copied_metafiles = glob.glob(osp.join(mim_root, 'configs', '*', 'metafile.yml')) if mode == 'copy' else []
+    for path in [osp.join(ROOT, 'model-index.yml')] + copied_metafiles:
+        with open(path) as f:
+            text = f.read().replace('mmseg_configs/', 'configs/')
+        tar = path if path in copied_metafiles else osp.join(mim_root, 'model-index.yml')
+        if osp.islink(tar):  # never write through a link into the source tree
+            os.remove(tar)
+        with open(tar, 'w') as f:
+            f.write(text)
 
 
 if __name__ == '__main__':

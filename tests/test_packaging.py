@@ -1,4 +1,5 @@
-"""A built wheel carries what `mim` needs: configs, tools, the model index and the metafiles it imports."""
+"""A built wheel carries what `mim` needs: configs, tools, the model index and the metafiles it imports,
+with every model's config path resolving inside the package."""
 import shutil
 import subprocess
 import sys
@@ -28,3 +29,5 @@ def test_wheel_has_configs_tools_and_model_index(tmp_path):
             mim + 'tools/train.py', mim + 'configs/upernet/upernet_tinymim-vit-b_8xb2-160k_ade20k-512x512.py'} <= names
     models = load(str(tmp_path / 'unpacked' / mim / 'model-index.yml')).models
     assert len(models) == len(load(str(ROOT / 'model-index.yml')).models) > 0
+    # `mim download` looks each model's config up inside .mim
+    assert all((tmp_path / 'unpacked' / mim / model.config).is_file() for model in models)
