@@ -220,12 +220,15 @@ def test_backbone_out_indices_and_registry():
         TinyMIMViT(SMALL_ARCH, img_size=32, out_indices=(3,))
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('attn_impl', ['chunked', 'sdpa'])
-def test_mixed_precision_training_step(attn_impl):
-    """Training under bf16 autocast (``--amp``) with drop path and a trainable
-    relative position bias: every attention path, the MLP and drop path take
-    bf16 activations; gradients stay fp32 and finite, and the output stays
-    close to fp32's."""
+def test_mixed_precision_training_step(attn_impl, dtype):
+    """Training under autocast with drop path and a trainable relative
+    position bias: bf16 (the benchmarks' ``--amp``) and fp16 (mmengine's
+    ``AmpOptimWrapper`` default on GPUs). Every attention path, the fused
+    norm/linear functions, the MLP and drop path take low-precision
+    activations; gradients stay fp32 and finite, and the output stays close
+    to fp32's."""
     torch.manual_seed(0)
     backbone = TinyMIMViT(SMALL_ARCH, img_size=32, use_rel_pos_bias=True, drop_path_rate=0.5,
                           attn_impl=attn_impl, out_indices=(-1,)).train()
@@ -234,7 +237,7 @@ def test_mixed_precision_training_step(attn_impl):
     torch.manual_seed(1)
     (fp32,) = backbone(x)
     torch.manual_seed(1)  # the same drop-path masks
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=dtype):
         (out,) = backbone(x)
     torch.testing.assert_close(out.float(), fp32, rtol=0.05, atol=0.05)
     out.float().square().mean().backward()
