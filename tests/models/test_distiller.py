@@ -72,16 +72,18 @@ def test_two_views_go_to_their_models(teacher_path):
         model(dict(teacher=xt))
 
 
-def test_mixed_precision_training_step(teacher_path):
-    """``--amp`` trains under autocast: drop path, attention, MLP and the
-    fp32 relation loss must all take bf16 activations, and the loss stay
-    close to the fp32 one."""
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_mixed_precision_training_step(teacher_path, dtype):
+    """Training under autocast (bf16: the benchmarks' ``--amp``; fp16:
+    mmengine's ``AmpOptimWrapper`` default on GPUs): drop path, attention,
+    MLP and the fp32 relation loss must all take low-precision activations,
+    and the loss stay close to the fp32 one."""
     model = build(teacher_path, student=dict(distiller_cfg(teacher_path)['student'], drop_path_rate=0.5)).train()
     x = torch.randn(4, 3, 32, 32)
     torch.manual_seed(0)
     fp32 = sum(model(x).values())
     torch.manual_seed(0)  # the same drop-path masks
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=dtype):
         losses = model(x)
     loss = sum(losses.values())
     assert all(v.dtype == torch.float32 for v in losses.values())
