@@ -6,7 +6,7 @@ import torch
 from timm.layers import Mlp as TimmMlp
 
 from tinymim.models.lean_linear import lean_linear
-from tinymim.models.mlp import Mlp, gelu_linear
+from tinymim.models.mlp import Mlp
 
 
 def saved_numels(fn):
@@ -37,8 +37,8 @@ def test_gradcheck():
     args = (torch.randn(4, 6, dtype=torch.float64, requires_grad=True),
             torch.randn(3, 6, dtype=torch.float64, requires_grad=True),
             torch.randn(3, dtype=torch.float64, requires_grad=True))
-    assert torch.autograd.gradcheck(gelu_linear, args)
-    assert torch.autograd.gradcheck(lambda h, w: gelu_linear(h, w, None), args[:2])
+    assert torch.autograd.gradcheck(lambda h, w, b: lean_linear(h, w, b, gelu=True), args)
+    assert torch.autograd.gradcheck(lambda h, w: lean_linear(h, w, gelu=True), args[:2])
 
 
 def test_autocast_casts_like_linear():
@@ -66,6 +66,6 @@ def test_gradcheck_with_layer_scale():
     torch.manual_seed(0)
     h, w, b, gamma = (torch.randn(*shape, dtype=torch.float64, requires_grad=True)
                       for shape in ((4, 6), (3, 6), (3,), (3,)))
-    assert torch.autograd.gradcheck(gelu_linear, (h, w, b, gamma))
-    assert torch.autograd.gradcheck(lambda h, w, g: gelu_linear(h, w, None, g), (h, w, gamma))
+    assert torch.autograd.gradcheck(lambda h, w, b, g: lean_linear(h, w, b, g, gelu=True), (h, w, b, gamma))
+    assert torch.autograd.gradcheck(lambda h, w, g: lean_linear(h, w, None, g, gelu=True), (h, w, gamma))
     assert torch.autograd.gradcheck(lambda x, w, b, g: lean_linear(x, w, b, g), (h, w, b, gamma))

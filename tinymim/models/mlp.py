@@ -18,11 +18,6 @@ from .lean_linear import lean_linear
 from .norm_linear import norm_linear
 
 
-def gelu_linear(h: torch.Tensor, weight: torch.Tensor, bias, gamma: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear(F.gelu(h), weight, bias)`` (times ``gamma``) with the lean backward."""
-    return lean_linear(h, weight, bias, gamma, gelu=True)
-
-
 class Mlp(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout, timm's parameter names.
 
@@ -45,6 +40,6 @@ class Mlp(nn.Module):
         given (inside fc2's lean backward; dropout commutes with it)."""
         h = self.fc1(x) if norm is None else norm_linear(x, norm, self.fc1)
         if torch.is_grad_enabled() and not (self.training and self.drop1.p):
-            return self.drop2(gelu_linear(h, self.fc2.weight, self.fc2.bias, gamma))
+            return self.drop2(lean_linear(h, self.fc2.weight, self.fc2.bias, gamma, gelu=True))
         out = self.drop2(self.fc2(self.drop1(self.act(h))))
         return out if gamma is None else out * gamma
