@@ -6,12 +6,11 @@ Mirrors mmsegmentation's ``tools/test.py``: the config's ``test_evaluator``
     python tools/test.py CONFIG CHECKPOINT [--tta] [--show-dir DIR] [--out DIR]
 """
 import argparse
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 
 from tinymim.engine.config_errors import clear_config_errors
-from tinymim.engine.tool_config import build_runner, load_tool_config, parse_tool_args
+from tinymim.engine.tool_config import build_runner, check_checkpoint_path, load_tool_config, parse_tool_args
 
 
 def parse_args(argv=None):
@@ -49,8 +48,7 @@ def enable_visualization(cfg: Config, args) -> None:
 
 
 def build_config(args) -> Config:
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # URLs: mmengine's loader fetches them
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    check_checkpoint_path(args.checkpoint, 'checkpoint')
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:

@@ -4,13 +4,12 @@ Mirrors mmsegmentation's ``tools/train.py``; works with any tinymim or mmseg con
 """
 import argparse
 import logging
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from tinymim.engine.config_errors import clear_config_errors
-from tinymim.engine.tool_config import build_runner, load_tool_config, parse_tool_args
+from tinymim.engine.tool_config import build_runner, check_checkpoint_path, load_tool_config, parse_tool_args
 
 
 def parse_args(argv=None):
@@ -42,8 +41,7 @@ def build_config(args) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):  # URLs: mmengine's loader fetches them
-            raise FileNotFoundError(f'--resume checkpoint {args.resume} does not exist')
+        check_checkpoint_path(args.resume, '--resume checkpoint')
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg

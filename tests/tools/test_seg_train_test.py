@@ -77,3 +77,12 @@ def test_remote_checkpoints_are_left_to_mmengines_loader(tmp_path):
     assert cfg.load_from == url
     cfg = train_tool.build_config(train_tool.parse_args([config, '--resume', url, '--work-dir', str(tmp_path)]))
     assert cfg.load_from == url and cfg.resume
+
+
+def test_missing_resume_checkpoint_is_named(tmp_path):
+    from distill_helpers import load_tool
+    config = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')
+    train_tool = load_tool('train')
+    args = train_tool.parse_args([config, '--resume', str(tmp_path / 'none.pth'), '--work-dir', str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match='--resume checkpoint .*none.pth does not exist'):
+        train_tool.build_config(args)

@@ -1,5 +1,6 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config from
-the command line and building its runner, as mmseg's tools do."""
+"""What ``tools/train.py`` and ``tools/test.py`` share: checking a checkpoint
+path, loading a config from the command line and building its runner, as
+mmseg's tools do."""
 import argparse
 import os
 import os.path as osp
@@ -20,6 +21,13 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def check_checkpoint_path(path: str, what: str) -> None:
+    """Fail early, naming ``what``, when a local checkpoint file is missing.
+    URLs pass: mmengine's loader fetches them."""
+    if '://' not in path and not osp.isfile(path):
+        raise FileNotFoundError(f'{what} {path} does not exist')
 
 
 def load_tool_config(path: str, launcher: str = 'none', cfg_options: Optional[dict] = None,
