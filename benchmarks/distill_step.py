@@ -70,6 +70,10 @@ from common import (
 from timm.layers import DropPath, Mlp
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+STEP_COLUMNS = ['pair', 'px', 'batch', 'ours img/s', 'eager img/s', 'speed ratio (wall)', 'speed ratio (CPU time)',
+                'ours peak MiB', 'eager peak MiB', 'memory ratio', 'ours GFLOP', 'eager GFLOP', 'ours % of mm peak',
+                'eager % of mm peak', 'ours MFU']
+LOSS_COLUMNS = ['px', 'tokens N', 'one B×H×N×N fp32 MiB', 'ours peak MiB', 'eager peak MiB', 'memory ratio']
 PAIRS = {  # name: distillation config
     'l-b': 'tinymim_mae-vit-l_to_vit-b_32xb128-300e_in1k.py',
     'b-s': 'tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py',
@@ -325,7 +329,7 @@ def main():
                                                           amp=args.amp)
                                                for impl in ('ours', 'eager')}, args)
                 except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
-                    rows.append(failed_row([pair.upper().replace('-', '→'), res, args.batch], err, 15))
+                    rows.append(failed_row([pair.upper().replace('-', '→'), res, args.batch], err, len(STEP_COLUMNS)))
                     failed += 1
                     continue
                 ips = {k: args.batch / v['seconds'] for k, v in out.items()}
@@ -345,7 +349,7 @@ def main():
                 mem = {impl: run_worker(__file__, dict(loss_memory=True, impl=impl, res=res, batch=args.loss_batch,
                                                        chunk=64), args)['peak_mib'] for impl in ('ours', 'eager')}
             except WorkerFailed as err:
-                loss_rows.append(failed_row([res, n], err, 6))
+                loss_rows.append(failed_row([res, n], err, len(LOSS_COLUMNS)))
                 failed += 1
                 continue
             one_relation = args.loss_batch * 12 * n * n * 4 / 2**20
@@ -357,15 +361,11 @@ def main():
           f'matmul peak {peak["flops_per_s"] / 1e9:.0f} GFLOP/s wall, {peak["flops_per_cpu_s"] / 1e9:.0f} GFLOP '
           f'per CPU-second ({args.peak_size}² {dtype} torch.mm); MFU against {mfu_ref}; '
           f'{machine_line(args.device, args.threads)}\n')
-    print(markdown_table(['pair', 'px', 'batch', 'ours img/s', 'eager img/s', 'speed ratio (wall)',
-                          'speed ratio (CPU time)', 'ours peak MiB', 'eager peak MiB', 'memory ratio',
-                          'ours GFLOP', 'eager GFLOP', 'ours % of mm peak', 'eager % of mm peak', 'ours MFU'],
-                         rows))
+    print(markdown_table(STEP_COLUMNS, rows))
     if loss_rows:
         print(f'\nRelation loss alone (QK + VV, forward + backward; fp32, not compiled, whatever the flags; '
               f'batch {args.loss_batch}, 12 heads, strided Q/K/V as the taps give them, chunks of 64 rows)\n')
-        print(markdown_table(['px', 'tokens N', 'one B×H×N×N fp32 MiB', 'ours peak MiB', 'eager peak MiB',
-                              'memory ratio'], loss_rows))
+        print(markdown_table(LOSS_COLUMNS, loss_rows))
     exit_if_failed(failed)
 
 

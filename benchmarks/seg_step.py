@@ -59,6 +59,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'mmseg_configs/upernet/upernet_tinymim-vit-{}_8xb2-160k_ade20k-512x512.py')
 ARCHS = {'tiny': 't', 'small': 's', 'base': 'b'}
 PARTS = ('backbone', 'whole', 'slide', 'train')
+COLUMNS = ['model', 'part', 'ours img/s', 'mmseg MAE img/s', 'speed ratio (wall)', 'speed ratio (CPU time)',
+           'ours peak MiB', 'mmseg peak MiB', 'memory ratio', 'max |Δ| out']
 SLIDE_ASPECT = 683 / 512  # ADE20K-like image: two 512 windows at stride 341
 
 
@@ -246,7 +248,7 @@ def main() -> None:
                 try:
                     res, outs = run_sides(__file__, specs, args), {}
                 except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
-                    rows.append(failed_row([f'ViT-{ARCHS[arch].upper()}', part], err, 10))
+                    rows.append(failed_row([f'ViT-{ARCHS[arch].upper()}', part], err, len(COLUMNS)))
                     failed += 1
                     continue
                 if part != 'train':
@@ -263,9 +265,7 @@ def main() -> None:
     amp = ' + bf16 autocast, both sides' if args.amp else ''
     print(f'\nUperNet-ViT {args.crop}x{args.crop}, {args.device}, fp32{amp}'
           f'{", ours compiled" if args.compile else ""}; {machine_line(args.device, args.threads)}\n')
-    print(markdown_table(['model', 'part', 'ours img/s', 'mmseg MAE img/s', 'speed ratio (wall)',
-                          'speed ratio (CPU time)', 'ours peak MiB',
-                          'mmseg peak MiB', 'memory ratio', 'max |Δ| out'], rows))
+    print(markdown_table(COLUMNS, rows))
     exit_if_failed(failed)
 
 
