@@ -4,6 +4,7 @@ keep N×N maps for backward."""
 import pytest
 import torch
 import torch.nn.functional as F
+from autograd_helpers import saved_tensors
 
 from tinymim.models.biased_attention import chunked_biased_attention
 from tinymim.models.vit import Attention, VisionTransformer
@@ -50,10 +51,7 @@ def test_rejects_half_precision_and_bad_shapes():
 
 
 def saved_shapes(fn):
-    shapes = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
-        fn()
-    return shapes
+    return [tuple(t.shape) for t in saved_tensors(fn)[1]]
 
 
 @pytest.mark.parametrize('grid', [(4, 5), (6, 3)])  # the second is resized from the window

@@ -3,17 +3,11 @@ autograd's gradients, keep only one hidden-sized tensor, and load timm's
 ``Mlp`` weights."""
 import pytest
 import torch
+from autograd_helpers import saved_tensors
 from timm.layers import Mlp as TimmMlp
 
 from tinymim.models.lean_linear import lean_linear
 from tinymim.models.mlp import Mlp
-
-
-def saved_numels(fn):
-    numels = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: numels.append(t.numel()) or t, lambda t: t):
-        out = fn()
-    return out, numels
 
 
 def test_matches_timm_mlp_and_keeps_one_hidden_tensor():
@@ -24,8 +18,8 @@ def test_matches_timm_mlp_and_keeps_one_hidden_tensor():
     ours.double(), ref.double()
     grads = []
     for model in (ours, ref):
-        out, numels = saved_numels(lambda: model(x))
-        hidden_tensors = sum(n == 3 * 5 * 64 for n in numels)
+        out, saved = saved_tensors(lambda: model(x))
+        hidden_tensors = sum(t.numel() == 3 * 5 * 64 for t in saved)
         assert hidden_tensors == (1 if model is ours else 2)
         grads.append((out, *torch.autograd.grad(out.sin().sum(), (x, *model.parameters()))))
     for a, b in zip(*grads):
@@ -57,9 +51,9 @@ def test_dropout_takes_the_plain_path(training):
     torch.manual_seed(0)
     mlp = Mlp(8, 32, drop=0.5).train(training)
     x = torch.randn(4, 8)
-    _, numels = saved_numels(lambda: mlp(x))
+    _, saved = saved_tensors(lambda: mlp(x))
     # with dropout in training the GELU output is kept (for the dropout mask product)
-    assert (sum(n == 4 * 32 for n in numels) >= 2) == training
+    assert (sum(t.numel() == 4 * 32 for t in saved) >= 2) == training
 
 
 def test_gradcheck_with_layer_scale():
