@@ -7,9 +7,12 @@ import re
 import sys
 
 import pytest
+from distill_helpers import load_tool
 from seg_helpers import ROOT, run_tool, write_tiny_synthetic_config
 
 from tinymim.datasets import make_synthetic_ade20k
+
+DEMO_CONFIG = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')
 
 
 @pytest.fixture(scope='module')
@@ -69,8 +72,7 @@ def test_missing_checkpoint_is_named(trained, tmp_path):
 
 def test_remote_checkpoints_are_left_to_mmengines_loader(tmp_path):
     # A URL is not a local file: only local paths are checked before the run starts.
-    from distill_helpers import load_tool
-    config = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')
+    config = DEMO_CONFIG
     url = 'https://download.example.org/upernet_vit-t.pth'
     test_tool, train_tool = load_tool('test'), load_tool('train')
     cfg = test_tool.build_config(test_tool.parse_args([config, url, '--work-dir', str(tmp_path)]))
@@ -80,9 +82,7 @@ def test_remote_checkpoints_are_left_to_mmengines_loader(tmp_path):
 
 
 def test_missing_resume_checkpoint_is_named(tmp_path):
-    from distill_helpers import load_tool
-    config = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')
     train_tool = load_tool('train')
-    args = train_tool.parse_args([config, '--resume', str(tmp_path / 'none.pth'), '--work-dir', str(tmp_path)])
+    args = train_tool.parse_args([DEMO_CONFIG, '--resume', str(tmp_path / 'none.pth'), '--work-dir', str(tmp_path)])
     with pytest.raises(FileNotFoundError, match='--resume checkpoint .*none.pth does not exist'):
         train_tool.build_config(args)
