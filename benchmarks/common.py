@@ -50,7 +50,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help='fresh worker processes per side, alternating the sides (best time, highest peak '
                              'memory kept): evens out process-to-process variation')
     parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: bf16 autocast for ours (the baseline: see the script)')
+                        help='mixed precision: bf16 autocast on both sides')
     parser.add_argument('--compile', action='store_true', help='torch.compile our model(s)')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU tables of docs/performance.md in one run: bf16 autocast and
-# torch.compile on our side, against the eager fp16 baseline (distillation)
+# torch.compile on our side, against the eager baseline in bf16 (distillation)
 # and mmseg's MAE backbone (segmentation), on the first visible CUDA device.
 #
 #   bash benchmarks/run_gpu.sh [OUT_DIR]          (default work_dirs/benchmarks_gpu)
