@@ -3,7 +3,7 @@
 # with no conversion (block 12 of 12). Relations use 12 heads, not ViT-S's 6:
 # the previous step trained the teacher's block 12 to split its Q/K/V into 12
 # (MAE ViT-B's), and the reference builds both ViT-S and ViT-T with
-# last_heads=12 (spec §2).
+# last_heads=12 (docs/distillation.md, "The ViT-T heads quirk").
 # ViT-T heads quirk: 6 student heads as in the reference (fine-tuning uses 3);
 # --cfg-options model.student.num_heads=3 for the standard ViT-T.
 _base_ = [

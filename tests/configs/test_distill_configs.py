@@ -12,7 +12,8 @@ from mmseg.registry import MODELS, RUNNERS
 from tinymim.models.vit import check_heads, resolve_arch
 
 CONFIG_DIR = osp.join(ROOT, 'mmseg_configs', 'distill')
-# config -> (teacher arch, teacher block, student arch, student heads, relation heads); spec §2-3:
+# config -> (teacher arch, teacher block, student arch, student heads, relation heads), as in the
+# TinyMIM paper and its reference code:
 # the relation block splits into the reference's last_heads (16 for a ViT-B student, 12 for ViT-S and
 # ViT-T), which is the teacher's head count except for a TinyMIM ViT-S teacher (6 heads, relation block 12).
 RECIPES = {

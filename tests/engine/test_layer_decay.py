@@ -48,7 +48,7 @@ def test_lr_and_weight_decay_follow_the_formula(model):
         lr, wd = seen[name]
         assert lr == pytest.approx(BASE_LR * RATE ** (NUM_LAYERS + 1 - expected_layer_id(name))), name
         assert wd == (0. if expects_no_decay(name, param) else BASE_WD), name
-    # the cases the spec names, spelled out
+    # the cases the recipe names, spelled out
     assert seen['backbone.pos_embed'] == (pytest.approx(BASE_LR * RATE ** 5), 0.)
     assert seen['backbone.cls_token'][1] == 0.
     assert seen['backbone.blocks.0.attn.relative_position_bias_table'][1] == 0.

@@ -1,4 +1,4 @@
-"""The distillation views (spec §3): one shared crop + flip, then a plain
+"""The distillation views (TinyMIM paper, distillation recipe): one shared crop + flip, then a plain
 teacher view and a colour-jittered student view.
 
 Images are decoded to RGB uint8 and stay uint8 (CHW tensors after the crop)

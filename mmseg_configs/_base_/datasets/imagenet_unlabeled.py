@@ -1,4 +1,4 @@
-# ImageNet-1K train images without labels, two views (spec §3).
+# ImageNet-1K train images without labels, two views (TinyMIM paper).
 dataset_type = 'UnlabeledImageDataset'
 data_root = 'data/imagenet'
 

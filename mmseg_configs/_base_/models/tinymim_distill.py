@@ -1,4 +1,4 @@
-# TinyMIM relation distillation (spec §2). Block numbers are 1-based, as in the
+# TinyMIM relation distillation (TinyMIM paper). Block numbers are 1-based, as in the
 # paper ("block 18 of 24"); None means the last block.
 model = dict(
     type='TinyMIMDistiller',
@@ -18,6 +18,6 @@ model = dict(
     # pairs qq/kk; dict(type='feature', feature='block'|'attn'|'ffn'|'q'|'k'|'v',
     # loss='smooth_l1'|'cosine'); dict(type='cls', loss='kl').
     targets=[dict(type='relation', pairs=('qk', 'vv'), weight=1.0)],
-    relation_heads=None,  # None: the teacher's head count (spec §2)
+    relation_heads=None,  # None: the teacher's head count (TinyMIM paper)
     mask_ratio=0.0,  # > 0: MAE random masking of the student's input
     relation_chunk_size=64)  # query rows per relation chunk: bounds the N x N memory

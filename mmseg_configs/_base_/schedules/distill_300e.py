@@ -1,4 +1,4 @@
-# Distillation recipe (spec §3): AdamW (0.9, 0.95), wd 0.05 (none on biases,
+# Distillation recipe (TinyMIM paper; docs/distillation.md): AdamW (0.9, 0.95), wd 0.05 (none on biases,
 # norms and other 1-D params; the (1, 1, D) cls_token decays, as in the
 # reference's MAE-style param groups), 300 epochs, 15 warm-up epochs, then a
 # per-iteration half cosine to 0.

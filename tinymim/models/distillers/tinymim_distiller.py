@@ -1,4 +1,4 @@
-"""TinyMIM relation distillation as an mmengine model (spec §2).
+"""TinyMIM relation distillation as an mmengine model (TinyMIM paper).
 
 Block numbers in the config are 1-based, as in the paper ("block 18 of 24");
 ``teacher_block=18`` is ``blocks[17]``.
@@ -38,7 +38,7 @@ def _check_block(block: Optional[int], depth: int, role: str) -> int:
 
 def _relation_heads(relation_heads: Optional[int], teacher: dict, student: dict, teacher_heads: int) -> int:
     """The distiller's ``relation_heads``, or the one either ViT config sets,
-    or the teacher's head count (spec §2). Settings that differ are an error,
+    or the teacher's head count (TinyMIM paper). Settings that differ are an error,
     not a silent choice."""
     given = {name: value for name, value in (('relation_heads', relation_heads),
                                              ('teacher.relation_heads', teacher.get('relation_heads')),
@@ -124,7 +124,7 @@ class TinyMIMDistiller(BaseModel):
         relation_heads: heads both sides split Q/K/V into (the relation is
             per head); default the ``relation_heads`` of the teacher or
             student config if one sets it, else the teacher's head count
-            (spec §2).
+            (TinyMIM paper).
         mask_ratio: MAE random masking of the student's input; the teacher
             sees the full image and its relations are restricted to the kept
             tokens (and CLS).

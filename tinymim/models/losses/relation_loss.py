@@ -3,7 +3,7 @@
 A relation of two token projections ``a, b`` (B, heads, N, d) is
 ``softmax(a bᵀ / sqrt(d))`` over the keys (last axis); each side scales by
 its own head size ``d``. The loss sums the KL over keys and averages it over
-batch × heads × query rows (spec §2).
+batch × heads × query rows (TinyMIM paper, relation distillation).
 
 The relation is B×H×N×N: 3.8 GB in fp32 for a batch of 128 ViT-B images at
 448 px. ``RelationKL`` therefore computes the loss in chunks of query rows,
