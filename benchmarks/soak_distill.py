@@ -10,8 +10,8 @@ growth after warm-up. Two sizes (``--preset``):
   every 50 epochs; about a minute.
 * ``vit-t-224``: the ViT-S -> ViT-T config as it is (a random ViT-S teacher,
   ViT-T student, 224-px views, relations in 12 heads), 300 iterations, a
-  checkpoint every 6 epochs (48 iterations); roughly 1-2 s per iteration per
-  core.
+  checkpoint every 6 epochs (48 iterations); a long run (minutes per epoch
+  of 8 iterations on a busy 2-core CPU).
 
     python benchmarks/soak_distill.py [--preset toy|vit-t-224] [--iters N] [--every N] [--warmup N]
 """
