@@ -21,7 +21,13 @@ Each run is timed twice: wall-clock seconds and the worker's CPU seconds
 and CPU time counts work, not waiting. On a machine shared with other jobs
 wall time mostly measures the contention; CPU time is much steadier, so the
 ratios are given on both clocks. Both are the best of ``--repeats`` runs
-after ``--warmup`` runs. Ratios compare two workers of the same invocation.
+after ``--warmup`` runs.
+
+Each side runs in ``--rounds`` fresh workers (default 3), the sides
+alternating, and every figure in a table is the range (min-max) over the
+rounds: the same model runs a few per cent apart from one process to the
+next. A ratio compares the two sides' workers of the same round, which ran
+one after the other.
 """
 import argparse
 import contextlib
@@ -38,6 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 RESULT_TAG = 'BENCH_RESULT '
+DEFAULT_ROUNDS = 3
 
 
 # ------------------------------------------------------------- arguments
@@ -46,9 +53,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: all cores)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs per configuration')
     parser.add_argument('--repeats', type=int, default=2, help='timed runs per configuration (best is kept)')
-    parser.add_argument('--rounds', type=int, default=1,
-                        help='fresh worker processes per side, alternating the sides (best time, highest peak '
-                             'memory kept): evens out process-to-process variation')
+    parser.add_argument('--rounds', type=int, default=DEFAULT_ROUNDS,
+                        help='fresh worker processes per side, alternating the sides; every figure is the range '
+                             f'over the rounds (default {DEFAULT_ROUNDS})')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: bf16 autocast on both sides')
     parser.add_argument('--compile', action='store_true', help='torch.compile our model(s)')
@@ -184,19 +191,20 @@ def run_worker(script: str, spec: dict, args: argparse.Namespace) -> dict:
     return json.loads(lines[-1][len(RESULT_TAG):])
 
 
-def run_sides(script: str, specs: Dict[str, dict], args: argparse.Namespace) -> Dict[str, dict]:
-    """Each side's worker ``args.rounds`` times, sides alternating; per side
-    the result of its fastest round, with the highest peak memory seen."""
+def run_sides(script: str, specs: Dict[str, dict], args: argparse.Namespace) -> Dict[str, List[dict]]:
+    """Each side's worker ``args.rounds`` times, the sides alternating: per
+    side, its results in round order (see ``span`` and ``per_round``)."""
     results: Dict[str, List[dict]] = {side: [] for side in specs}
     for _ in range(max(1, args.rounds)):
         for side, spec in specs.items():
             results[side].append(run_worker(script, spec, args))
-    best = {}
-    for side, runs in results.items():
-        best[side] = dict(min(runs, key=lambda r: r['seconds']), cpu_seconds=min(r['cpu_seconds'] for r in runs))
-        if 'peak_mib' in runs[0]:
-            best[side]['peak_mib'] = max(r['peak_mib'] for r in runs)
-    return best
+    return results
+
+
+def per_round(fn: Callable[..., Optional[float]], *sides: List[dict]) -> List[Optional[float]]:
+    """``fn`` of the sides' results round by round, e.g. a ratio of two sides' workers that ran one after
+    the other."""
+    return [fn(*results) for results in zip(*sides)]
 
 
 def worker_setup(args: argparse.Namespace) -> dict:
@@ -231,12 +239,31 @@ def machine_line(device: str, threads: Optional[int] = None) -> str:
     return '; '.join(parts)
 
 
+def number(v: float) -> str:
+    """A figure as the tables print it: 3 significant digits, whole numbers from 100 on."""
+    return f'{v:.3g}' if abs(v) < 100 else f'{v:.0f}'
+
+
+def percent(v: float) -> str:
+    return f'{v:.0%}'
+
+
+def span(values: Sequence[Optional[float]], fmt: Callable[[float], str] = number) -> Optional[str]:
+    """The range of ``values`` over the rounds, ``'min–max'`` (one figure when both print alike);
+    None (a '-' cell) when there is none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f'{low}–{high}'
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def cell(v):
         if v is None:
             return '-'
         if isinstance(v, float):
-            return f'{v:.3g}' if abs(v) < 100 else f'{v:.0f}'
+            return number(v)
         return str(v)
     lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
     lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]

@@ -28,7 +28,19 @@ import time
 
 import numpy as np
 import torch
-from common import check_device, emit, machine_line, markdown_table, ratio, run_sides, scratch_dir, worker_setup
+from common import (
+    DEFAULT_ROUNDS,
+    check_device,
+    emit,
+    machine_line,
+    markdown_table,
+    per_round,
+    ratio,
+    run_sides,
+    scratch_dir,
+    span,
+    worker_setup,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -117,8 +129,9 @@ def main():
     parser.add_argument('--size', default='500x375', help='JPEG size WxH (ImageNet-like)')
     parser.add_argument('--crop', type=int, default=224, help='output size of the views')
     parser.add_argument('--passes', type=int, default=3, help='timed passes over the images (best is kept)')
-    parser.add_argument('--rounds', type=int, default=1,
-                        help='fresh worker processes per pipeline, alternating (best kept)')
+    parser.add_argument('--rounds', type=int, default=DEFAULT_ROUNDS,
+                        help='fresh worker processes per pipeline, alternating; every figure is the range over '
+                             f'the rounds (default {DEFAULT_ROUNDS})')
     parser.add_argument('--device', default='cpu', help=argparse.SUPPRESS)  # data workers are CPU-only
     parser.add_argument('--warmup', type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument('--repeats', type=int, default=1, help=argparse.SUPPRESS)
@@ -138,16 +151,17 @@ def main():
         paths = make_jpegs(tmp, args.images, size)
         res = run_sides(__file__, {impl: dict(impl=impl, paths=paths, crop=args.crop, passes=args.passes)
                                    for impl in ('ours', 'ours_normalised', 'reference')}, args)
-    ips = {k: v['images'] / v['seconds'] for k, v in res.items()}
-    ipc = {k: v['images'] / v['cpu_seconds'] for k, v in res.items()}
+    ips = {k: [r['images'] / r['seconds'] for r in runs] for k, runs in res.items()}
+    ipc = {k: [r['images'] / r['cpu_seconds'] for r in runs] for k, runs in res.items()}
     print(f'\nTwo-view pipeline, one worker (1 thread), {args.images} JPEGs {size[0]}x{size[1]} -> two '
-          f'{args.crop}px views; {machine_line("cpu", threads=1)}\n')
+          f'{args.crop}px views; each figure: min–max over {args.rounds} alternating round(s); '
+          f'{machine_line("cpu", threads=1)}\n')
     names = {'ours': 'ours (OpenCV + uint8 tensor ops; normalised later, batched)',
              'ours_normalised': 'ours + normalising in the worker (like for like)',
              'reference': 'reference (PIL + torchvision, ToTensor + Normalize)'}
     print(markdown_table(['pipeline', 'img/s (wall)', 'img per CPU-second', 'ratio (wall)', 'ratio (CPU time)'], [
-        [name, ips[impl], ipc[impl], ratio(ips[impl], ips['reference']), ratio(ipc[impl], ipc['reference'])]
-        for impl, name in names.items()]))
+        [name, span(ips[impl]), span(ipc[impl]), span(per_round(ratio, ips[impl], ips['reference'])),
+         span(per_round(ratio, ipc[impl], ipc['reference']))] for impl, name in names.items()]))
 
 
 if __name__ == '__main__':

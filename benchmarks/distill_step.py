@@ -19,6 +19,13 @@ backward and an AdamW step on the student.
   drop path, optimizer kernel and (``--compile``) compiler, not work that
   both sides skip.
 
+Same work, checked: before each configuration is timed, one step of each
+side (same weights, inputs and drop-path seed, at most 8 images, the
+timed flags) must give the same loss and the same gradient for every
+student parameter (``SAME_WORK_TOLERANCE``); otherwise the row fails and
+nothing is timed. Each side then runs in ``--rounds`` alternating fresh
+workers and every figure is the range over the rounds (see common.py).
+
 Achieved FLOP/s: the FLOPs each side executes in one step, counted by
 ``torch.utils.flop_counter`` (matmuls, attention and convolutions, forward
 and backward; a compiled step is counted as its eager code, which
@@ -44,6 +51,8 @@ Example: ``python benchmarks/distill_step.py --pairs b-s,s-t --res 224 --batch 8
 """
 import argparse
 import os.path as osp
+import sys
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -61,10 +70,13 @@ from common import (
     markdown_table,
     matmul_peak,
     measure,
+    per_round,
+    percent,
     ratio,
     run_sides,
     run_worker,
     scratch_dir,
+    span,
     worker_setup,
 )
 from timm.layers import DropPath, Mlp
@@ -185,38 +197,53 @@ def make_teacher(pair: str, res: int, path: str) -> None:
     torch.save(VisionTransformer(**dict(cfg, img_size=res)).state_dict(), path)
 
 
-def step_fn(spec, device):
-    """The step closure for ``spec['impl']`` and the student parameters it trains."""
+def build_sides(spec, device, impls=('ours', 'eager')) -> dict:
+    """For each of ``impls``: the loss closure of one step and the student
+    parameters it trains, by name. Both sides start from one distiller's
+    weights and take the same inputs."""
     torch.manual_seed(0)
     distiller = build_distiller(spec['pair'], spec['res'], spec['teacher'], spec['compile'])
     batch, res = spec['batch'], spec['res']
-    teacher_x = torch.randn(batch, 3, res, res, device=device)
-    student_x = torch.randn(batch, 3, res, res, device=device)
+    views = dict(teacher=torch.randn(batch, 3, res, res, device=device),
+                 student=torch.randn(batch, 3, res, res, device=device))
     # --amp: bf16 autocast on both sides, so that they do the same work at the same precision.
     amp = autocast(device, spec['amp'])
-    t_idx, s_idx = distiller.teacher_block - 1, distiller.student_block - 1
-    heads = distiller.relation_heads
+    sides = {impl: None for impl in impls}
+    if 'eager' in sides:  # copies the weights before ours moves them
+        sides['eager'] = eager_side(distiller, views, amp, device)
+    if 'ours' in sides:
+        sides['ours'] = ours_side(distiller, views, amp, device)
+    return sides
 
-    if spec['impl'] == 'ours':
-        model = distiller.to(device).train()
-        params = [p for p in model.parameters() if p.requires_grad]
 
-        def loss():
-            with amp:
-                return sum(model.loss(dict(teacher=teacher_x, student=student_x)).values())
-    else:
-        teacher = EagerViT(distiller.teacher).to(device).eval().requires_grad_(False)
-        student = EagerViT(distiller.student).to(device).train()
-        student.blocks[s_idx].drop_path = nn.Identity()  # as the distiller does
-        params = [p for p in student.parameters() if p.requires_grad]
+def ours_side(distiller, views, amp, device):
+    model = distiller.to(device).train()
 
-        def loss():
-            with amp:
-                with torch.no_grad():
-                    tq, tk, tv = teacher.tap_qkv(teacher_x, t_idx, heads)
-                sq, sk, sv = student.tap_qkv(student_x, s_idx, heads)
-                return eager_relation_kl(sq, sk, tq, tk) + eager_relation_kl(sv, sv, tv, tv)
-    optimizer = build_optimizer(spec['pair'], spec['impl'], params)
+    def loss():
+        with amp:
+            return sum(model.loss(views).values())
+    return loss, {name[len('student.'):]: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def eager_side(distiller, views, amp, device):
+    t_idx, s_idx, heads = distiller.teacher_block - 1, distiller.student_block - 1, distiller.relation_heads
+    teacher = EagerViT(distiller.teacher).to(device).eval().requires_grad_(False)
+    student = EagerViT(distiller.student).to(device).train()
+    student.blocks[s_idx].drop_path = nn.Identity()  # as the distiller does
+
+    def loss():
+        with amp:
+            with torch.no_grad():
+                tq, tk, tv = teacher.tap_qkv(views['teacher'], t_idx, heads)
+            sq, sk, sv = student.tap_qkv(views['student'], s_idx, heads)
+            return eager_relation_kl(sq, sk, tq, tk) + eager_relation_kl(sv, sv, tv, tv)
+    return loss, {name: p for name, p in student.named_parameters() if p.requires_grad}
+
+
+def step_fn(spec, device):
+    """The step closure for ``spec['impl']``: loss, backward, optimizer step."""
+    loss, params = build_sides(spec, device, (spec['impl'],))[spec['impl']]
+    optimizer = build_optimizer(spec['pair'], spec['impl'], list(params.values()))
 
     def step():
         torch.manual_seed(0)  # the same drop-path masks in every timed step (and in the FLOP count)
@@ -224,6 +251,43 @@ def step_fn(spec, device):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
+
+
+# Tolerances of the same-work check: the loss's relative difference, and each
+# gradient's relative distance ||g_ours - g_eager|| / ||g_eager||. In fp32 the
+# two sides differ by summation order only (measured: 1e-7 and 3e-6 at 32-64
+# px); bf16 rounds every matmul input, differently on the two sides (measured:
+# 1e-3 and 4e-2). 0.15 is a cosine similarity of about 0.99; a wrong mask,
+# scale or term moves a gradient by its own size.
+SAME_WORK_TOLERANCE = {False: (1e-4, 1e-3), True: (2e-2, 0.15)}  # keyed by --amp
+
+
+def check_same_work(spec, device) -> str:
+    """Before timing: the eager baseline must compute our loss and our
+    gradients. One step of each side from the same weights, inputs and
+    drop-path seed, on at most 8 images; raises ``AssertionError`` naming the
+    loss or the parameter that differs, else returns a line for the output."""
+    spec = dict(spec, batch=min(spec['batch'], 8))
+    results = {}
+    for impl, (loss_fn, params) in build_sides(spec, device).items():
+        torch.manual_seed(0)  # the timed steps' drop-path masks
+        loss = loss_fn()
+        loss.backward()
+        results[impl] = loss.item(), {n: p.grad.float() for n, p in params.items() if p.grad is not None}
+    (loss_ours, grads), (loss_eager, ref) = results['ours'], results['eager']
+    loss_tol, grad_tol = SAME_WORK_TOLERANCE[bool(spec['amp'])]
+    loss_diff = abs(loss_ours - loss_eager) / abs(loss_eager)
+    what = f"{spec['pair']} at {spec['res']} px, batch {spec['batch']}"
+    assert loss_diff <= loss_tol, (f'{what}: the eager baseline computes another loss: {loss_eager:.6g} vs ours '
+                                   f'{loss_ours:.6g} (relative difference {loss_diff:.1e} > {loss_tol:g})')
+    assert grads.keys() == ref.keys(), (f'{what}: parameters with a gradient differ: ours only '
+                                        f'{sorted(set(grads) - set(ref))}, eager only {sorted(set(ref) - set(grads))}')
+    dist = {n: ((grads[n] - g).norm() / g.norm().clamp_min(1e-30)).item() for n, g in ref.items()}
+    worst = max(dist, key=dist.get)
+    assert dist[worst] <= grad_tol, (f'{what}: the gradient of {worst} differs between the sides: relative '
+                                     f'distance {dist[worst]:.1e} > {grad_tol:g}')
+    return (f'{what}: loss {loss_ours:.6g} (ours) vs {loss_eager:.6g} (eager), relative difference '
+            f'{loss_diff:.1e}; {len(ref)} gradients, largest relative distance {dist[worst]:.1e} ({worst})')
 
 
 def loss_memory_worker(spec, device):
@@ -318,53 +382,72 @@ def main():
     mfu_peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_rate
     mfu_clock = 'seconds' if args.peak_tflops else clock
     rows, failed = [], 0
+    checks = []
     with scratch_dir() as tmp:
         for pair in pairs:
             for res in sizes:
                 teacher = osp.join(tmp, f'{pair}_{res}.pth')
                 make_teacher(pair, res, teacher)
+                label = [pair.upper().replace('-', '→'), res, args.batch]
+                specs = {impl: dict(pair=pair, impl=impl, res=res, batch=args.batch, teacher=teacher,
+                                    compile=args.compile and impl == 'ours', amp=args.amp)
+                         for impl in ('ours', 'eager')}
                 try:
-                    out = run_sides(__file__, {impl: dict(pair=pair, impl=impl, res=res, batch=args.batch,
-                                                          teacher=teacher, compile=args.compile and impl == 'ours',
-                                                          amp=args.amp)
-                                               for impl in ('ours', 'eager')}, args)
-                except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
-                    rows.append(failed_row([pair.upper().replace('-', '→'), res, args.batch], err, len(STEP_COLUMNS)))
+                    checks.append(check_same_work(specs['ours'], args.device))
+                    if args.device == 'cuda':
+                        torch.cuda.empty_cache()  # the check's models are gone; the workers measure alone
+                    out = run_sides(__file__, specs, args)
+                except AssertionError as err:  # the baseline does other work: nothing is timed
+                    print(err, file=sys.stderr)
+                    rows.append(failed_row(label, WorkerFailed(str(err), f'same-work check: {err}'), len(STEP_COLUMNS)))
                     failed += 1
                     continue
-                ips = {k: args.batch / v['seconds'] for k, v in out.items()}
-                util = {k: f"{v['flops'] / v[clock] / peak_rate:.0%}" for k, v in out.items()}
-                mfu = f"{out['eager']['flops'] / out['ours'][mfu_clock] / mfu_peak:.0%}"
-                gflop = {k: f"{v['flops'] / 1e9:.4g}" for k, v in out.items()}
-                rows.append([pair.upper().replace('-', '→'), res, args.batch, ips['ours'], ips['eager'],
-                             ratio(ips['ours'], ips['eager']),
-                             cpu_time_ratio(args.device, out['eager'], out['ours']),
-                             out['ours']['peak_mib'], out['eager']['peak_mib'],
-                             ratio(out['ours']['peak_mib'], out['eager']['peak_mib']), gflop['ours'], gflop['eager'],
-                             util['ours'], util['eager'], mfu])
+                except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
+                    rows.append(failed_row(label, err, len(STEP_COLUMNS)))
+                    failed += 1
+                    continue
+                ours, eager = out['ours'], out['eager']
+                ips = {k: [args.batch / r['seconds'] for r in runs] for k, runs in out.items()}
+                peak_mib = {k: [r['peak_mib'] for r in runs] for k, runs in out.items()}
+                util = {k: span([r['flops'] / r[clock] / peak_rate for r in runs], percent) for k, runs in out.items()}
+                gflop = {k: span([r['flops'] / 1e9 for r in runs], lambda v: f'{v:.4g}') for k, runs in out.items()}
+                rows.append([*label, span(ips['ours']), span(ips['eager']),
+                             span(per_round(ratio, ips['ours'], ips['eager'])),
+                             span(per_round(partial(cpu_time_ratio, args.device), eager, ours)),
+                             span(peak_mib['ours']), span(peak_mib['eager']),
+                             span(per_round(ratio, peak_mib['ours'], peak_mib['eager'])), gflop['ours'], gflop['eager'],
+                             util['ours'], util['eager'],
+                             span(per_round(lambda o, e: e['flops'] / o[mfu_clock] / mfu_peak, ours, eager), percent)])
         loss_rows = []
         for res in [int(r) for r in args.loss_memory.split(',') if r.strip()]:
             n = (res // 16) ** 2 + 1
             try:
-                mem = {impl: run_worker(__file__, dict(loss_memory=True, impl=impl, res=res, batch=args.loss_batch,
-                                                       chunk=64), args)['peak_mib'] for impl in ('ours', 'eager')}
+                mem = run_sides(__file__, {impl: dict(loss_memory=True, impl=impl, res=res, batch=args.loss_batch,
+                                                      chunk=64) for impl in ('ours', 'eager')}, args)
             except WorkerFailed as err:
                 loss_rows.append(failed_row([res, n], err, len(LOSS_COLUMNS)))
                 failed += 1
                 continue
+            peak_mib = {k: [r['peak_mib'] for r in runs] for k, runs in mem.items()}
             one_relation = args.loss_batch * 12 * n * n * 4 / 2**20
-            loss_rows.append([res, n, one_relation, mem['ours'], mem['eager'], ratio(mem['ours'], mem['eager'])])
+            loss_rows.append([res, n, one_relation, span(peak_mib['ours']), span(peak_mib['eager']),
+                              span(per_round(ratio, peak_mib['ours'], peak_mib['eager']))])
 
     precision = 'fp32' + (' + bf16 autocast, both sides' if args.amp else '')
     mfu_ref = f'datasheet peak {args.peak_tflops:g} TFLOP/s' if args.peak_tflops else 'the measured matmul peak'
     print(f'\nDistillation step, {args.device}, {precision}{", ours compiled" if args.compile else ""}; '
           f'matmul peak {peak["flops_per_s"] / 1e9:.0f} GFLOP/s wall, {peak["flops_per_cpu_s"] / 1e9:.0f} GFLOP '
           f'per CPU-second ({args.peak_size}² {dtype} torch.mm); MFU against {mfu_ref}; '
-          f'{machine_line(args.device, args.threads)}\n')
+          f'each figure: min–max over {args.rounds} alternating round(s); {machine_line(args.device, args.threads)}\n')
     print(markdown_table(STEP_COLUMNS, rows))
+    if checks:
+        print('\nSame work, checked before timing (one step of each side from the same weights, inputs and '
+              'drop-path masks):\n')
+        print('\n'.join(f'- {line}' for line in checks))
     if loss_rows:
         print(f'\nRelation loss alone (QK + VV, forward + backward; fp32, not compiled, whatever the flags; '
-              f'batch {args.loss_batch}, 12 heads, strided Q/K/V as the taps give them, chunks of 64 rows)\n')
+              f'batch {args.loss_batch}, 12 heads, strided Q/K/V as the taps give them, chunks of 64 rows; '
+              f'min–max over {args.rounds} alternating round(s))\n')
         print(markdown_table(LOSS_COLUMNS, loss_rows))
     exit_if_failed(failed)
 

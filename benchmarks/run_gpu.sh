@@ -15,12 +15,14 @@
 #   ARCHS, PARTS segmentation models and parts [base,small,tiny and backbone,whole,slide,train]
 #   CROP         segmentation crop [512]
 #   WARMUP, REPEATS  untimed and timed runs per configuration [2 and 5]
+#   ROUNDS       alternating fresh processes per side; each figure is their range [3]
 #   DEVICE, COMPILE, PEAK_SIZE, IMAGES  [cuda, 1, 8192, 64]: only for trying the
 #                script on a machine without a GPU (the tests run it on CPU)
 #
 # Each table goes to OUT_DIR/<script>.md as the script prints it, beside
 # OUT_DIR/nvidia-smi.txt. Compilation happens in the warm-up runs, which
-# are never timed. A configuration that fails (e.g. out of memory) is a
+# are never timed. Before timing a distillation configuration, the script
+# checks that the eager baseline computes our loss and gradients. A configuration that fails (e.g. out of memory) is a
 # "failed: <error>" row and the others still run; so does the next script
 # after a failed one. The exit status says whether anything failed.
 set -euo pipefail
@@ -31,7 +33,7 @@ if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python
     [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
 fi
-common=(--device "${DEVICE:-cuda}" --amp --warmup "${WARMUP:-2}" --repeats "${REPEATS:-5}")
+common=(--device "${DEVICE:-cuda}" --amp --warmup "${WARMUP:-2}" --repeats "${REPEATS:-5}" --rounds "${ROUNDS:-3}")
 [[ ${COMPILE:-1} == 1 ]] && common+=(--compile)
 peak=(--peak-size "${PEAK_SIZE:-8192}")
 [[ -n ${PEAK_TFLOPS:-} ]] && peak+=(--peak-tflops "$PEAK_TFLOPS")
@@ -53,6 +55,6 @@ table distill_step "${common[@]}" "${peak[@]}" --pairs "${PAIRS:-b-s,l-b,s-t}" \
 table seg_step "${common[@]}" --archs "${ARCHS:-base,small,tiny}" \
     --parts "${PARTS:-backbone,whole,slide,train}" --crop "${CROP:-512}"
 # Data-loader workers are CPU processes on a GPU machine too: measured per worker, as anywhere.
-table data_pipeline --images "${IMAGES:-64}" --rounds 2
+table data_pipeline --images "${IMAGES:-64}" --rounds "${ROUNDS:-3}"
 echo "tables written to $out"
 exit $status

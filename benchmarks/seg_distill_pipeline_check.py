@@ -12,17 +12,19 @@ and schedule):
 1. generate the set (``make_synthetic_ade20k``, same defaults as the tool);
 2. teacher: UperNet + a ``--teacher-layers`` x ``--teacher-width`` ViT,
    supervised, ``--teacher-iters`` iterations;
-3. distillation: the real distillation config
-   (``tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py``) with the teacher's
-   last block distilled into the student's last block, on the *training
-   images only*, as unlabeled images;
+3. for each of ``--seg-seeds``, a distillation with that seed: the real
+   distillation config (``tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py``)
+   with the teacher's last block distilled into the student's last block, on
+   the *training images only*, as unlabeled images;
 4. for each of ``--seg-seeds``, the two compared rows with the same
-   settings: UperNet + the 4-block x 96-wide student ViT from random init
-   ("scratch") and from the distillation checkpoint ("distilled"),
-   ``--seg-iters`` iterations each.
+   settings and seed: UperNet + the 4-block x 96-wide student ViT from random
+   init ("scratch") and from that seed's distillation checkpoint
+   ("distilled"), ``--seg-iters`` iterations each. So the spread over seeds
+   covers the distillation's randomness as well as the fine-tuning's.
 
 With ``--parallel``, runs that do not depend on each other (the teacher and
-the first from-scratch run; then each seed's pair) train side by side. Each run
+the first from-scratch run; the distillations; then each seed's pair) train
+side by side. Each run
 uses ``--threads`` threads (default 1). ``--skip-done`` reuses steps that already finished in the work
 dir (their wall times are kept in ``times.json``).
 
@@ -153,10 +155,11 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0, help='data set and training seed')
     p.add_argument('--workers', type=int, default=0, help='data loader workers per run')
     p.add_argument('--seg-seeds', type=int, nargs='+', default=None,
-                   help='seeds of the compared UperNet runs (both rows, each seed); default --seed')
+                   help='seeds of the distillations and of the compared UperNet runs (both rows; seed s '
+                        'fine-tunes the student distilled with seed s); default --seed')
     p.add_argument('--parallel', action='store_true',
-                   help='train independent runs side by side (the teacher and the first from-scratch run; '
-                        'each seed\'s distilled and from-scratch runs; the control\'s runs of all seeds)')
+                   help='train independent runs side by side (the teacher and the first from-scratch run; the '
+                        'distillations; each seed\'s distilled and from-scratch runs; the control\'s runs)')
     p.add_argument('--random-teacher-control', action='store_true',
                    help='also distil from the teacher ViT at random init and fine-tune that student (a control)')
     p.add_argument('--threads', type=int, default=1,
@@ -192,11 +195,11 @@ def seg_config(args, name: str, arch: dict, iters: int, seed: int, pretrained=No
         out_indices=out_indices(arch['layers']), workers=args.workers, seed=seed, **arch))
 
 
-def distill_config(args, name: str, teacher: str, image_root: str) -> str:
+def distill_config(args, name: str, teacher: str, image_root: str, seed: int) -> str:
     return write(osp.join(args.work_dir, 'configs', f'{name}.py'), DISTILL_TEMPLATE.format(
         base=DISTILL_BASE, epochs=args.distill_epochs, warmup=args.distill_warmup, teacher=teacher,
         t_layers=args.teacher_layers, t_width=args.teacher_width, t_heads=args.teacher_heads,
-        batch=args.distill_batch, workers=args.workers, image_root=image_root, lr=args.distill_lr, seed=args.seed,
+        batch=args.distill_batch, workers=args.workers, image_root=image_root, lr=args.distill_lr, seed=seed,
         **STUDENT))
 
 
@@ -318,20 +321,22 @@ def main(argv=None):
              f'scratch_seed{seeds[0]}': seg_config(args, f'scratch_seed{seeds[0]}', STUDENT, args.seg_iters,
                                                    seeds[0])}
     steps.run(first)
-    steps.run({'distill': distill_config(args, 'distill', steps.checkpoint('teacher'), image_root)})
-    student = steps.checkpoint('distill')
+    teacher = steps.checkpoint('teacher')
+    steps.run({f'distill_seed{seed}': distill_config(args, f'distill_seed{seed}', teacher, image_root, seed)
+               for seed in seeds})
     for i, seed in enumerate(seeds):
         pair = {f'distilled_seed{seed}': seg_config(args, f'distilled_seed{seed}', STUDENT, args.seg_iters, seed,
-                                                    pretrained=student)}
+                                                    pretrained=steps.checkpoint(f'distill_seed{seed}'))}
         if i:
             pair[f'scratch_seed{seed}'] = seg_config(args, f'scratch_seed{seed}', STUDENT, args.seg_iters, seed)
         steps.run(pair)
     if args.random_teacher_control:
         teacher = random_teacher(args, osp.join(args.work_dir, 'teacher_random-init.pth'))
-        steps.run({'distill-random': distill_config(args, 'distill-random', teacher, image_root)})
+        steps.run({f'distill-random_seed{seed}': distill_config(args, f'distill-random_seed{seed}', teacher,
+                                                                image_root, seed) for seed in seeds})
         steps.run({f'distilled-random_seed{seed}': seg_config(
             args, f'distilled-random_seed{seed}', STUDENT, args.seg_iters, seed,
-            pretrained=steps.checkpoint('distill-random')) for seed in seeds})
+            pretrained=steps.checkpoint(f'distill-random_seed{seed}')) for seed in seeds})
 
     t, s = teacher_arch, STUDENT
     m = steps.metrics('teacher')
@@ -354,7 +359,8 @@ def main(argv=None):
         print(f'\nmean ± std over seeds {seeds}:\n\n| backbone | {" | ".join(KEYS)} |\n|---|---|---|---|')
         for kind, label in rows.items():
             print(f'| {label} | {summary[kind]} |')
-    print(f'\ndistillation: {steps.wall("distill")} s; this invocation took {time.time() - start:.0f} s '
+    walls = ', '.join(f'seed {seed} {steps.wall(f"distill_seed{seed}")} s' for seed in seeds)
+    print(f'\ndistillations: {walls}; this invocation took {time.time() - start:.0f} s '
           f'({"independent runs side by side" if args.parallel else "one run at a time"}, '
           f'{args.threads} thread(s) per run)')
 

@@ -35,6 +35,7 @@ import itertools
 import os
 import os.path as osp
 import statistics
+from functools import partial
 
 import torch
 from common import (
@@ -49,9 +50,11 @@ from common import (
     machine_line,
     markdown_table,
     measure,
+    per_round,
     ratio,
     run_sides,
     scratch_dir,
+    span,
     worker_setup,
 )
 
@@ -255,16 +258,18 @@ def main() -> None:
                     for impl, spec in specs.items():
                         outs[impl] = torch.load(spec['output'], weights_only=True)
                         os.remove(spec['output'])
-                ips = {k: v['images'] / v['seconds'] for k, v in res.items()}
+                ips = {k: [r['images'] / r['seconds'] for r in runs] for k, runs in res.items()}
+                peak = {k: [r['peak_mib'] for r in runs] for k, runs in res.items()}
                 diff = f"{(outs['ours'] - outs['mmseg']).abs().max().item():.1e}" if outs else '-'
-                rows.append([f'ViT-{ARCHS[arch].upper()}', part, ips['ours'], ips['mmseg'],
-                             ratio(ips['ours'], ips['mmseg']),
-                             cpu_time_ratio(args.device, res['mmseg'], res['ours']),
-                             res['ours']['peak_mib'], res['mmseg']['peak_mib'],
-                             ratio(res['ours']['peak_mib'], res['mmseg']['peak_mib']), diff])
+                rows.append([f'ViT-{ARCHS[arch].upper()}', part, span(ips['ours']), span(ips['mmseg']),
+                             span(per_round(ratio, ips['ours'], ips['mmseg'])),
+                             span(per_round(partial(cpu_time_ratio, args.device), res['mmseg'], res['ours'])),
+                             span(peak['ours']), span(peak['mmseg']),
+                             span(per_round(ratio, peak['ours'], peak['mmseg'])), diff])
     amp = ' + bf16 autocast, both sides' if args.amp else ''
     print(f'\nUperNet-ViT {args.crop}x{args.crop}, {args.device}, fp32{amp}'
-          f'{", ours compiled" if args.compile else ""}; {machine_line(args.device, args.threads)}\n')
+          f'{", ours compiled" if args.compile else ""}; each figure: min–max over {args.rounds} alternating '
+          f'round(s) (max |Δ| out: the last round); {machine_line(args.device, args.threads)}\n')
     print(markdown_table(COLUMNS, rows))
     exit_if_failed(failed)
 

@@ -37,6 +37,10 @@ def parse_args(argv=None):
                              "default: keep the checkpoint's grid")
     parser.add_argument('--prefix', help="take the weights under this prefix (e.g. 'student.'); "
                                          'default: detected')
+    parser.add_argument('--grid', type=int, nargs=2, metavar=('H', 'W'),
+                        help='the token grid (patch rows, columns) the checkpoint was trained for, when it was '
+                             'trained on non-square inputs and records no meta.grid_size; default: its '
+                             'meta.grid_size, else square')
     return parser.parse_args(argv)
 
 
@@ -64,9 +68,6 @@ def build_matching_vit(state: dict, arch, img_size, grid):
         # a relative-bias table tells the real one.
         arch = dict(embed_dims=proj.shape[0], num_layers=num_blocks(state),
                     num_heads=table.shape[1] if table is not None else 1)
-    if grid is None:
-        side = int(round((state['pos_embed'].shape[1] - 1) ** 0.5))
-        grid = (side, side)
     patch = proj.shape[-1]
     return VisionTransformer(
         arch=arch, patch_size=patch, img_size=img_size or (grid[0] * patch, grid[1] * patch),
@@ -76,22 +77,24 @@ def build_matching_vit(state: dict, arch, img_size, grid):
         final_norm='norm.weight' in state)
 
 
-def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, prefix=None) -> dict:
+def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, prefix=None, grid=None) -> dict:
     from mmengine.logging import print_log
     from mmengine.runner.checkpoint import save_checkpoint
 
     from tinymim import __version__
-    from tinymim.models.checkpoint import load_vit_checkpoint, read_checkpoint, to_timm_state_dict
+    from tinymim.models.checkpoint import checkpoint_grid, load_vit_checkpoint, read_checkpoint, to_timm_state_dict
 
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError(f'refusing to overwrite the source checkpoint {src}')
     print_log(f'Reading {src}', logger='current')
     checkpoint = read_checkpoint(src)
+    if grid is not None:  # recorded where the loader reads it
+        checkpoint = dict(checkpoint, meta=dict(checkpoint.get('meta') or {}, grid_size=list(grid)))
     conv = to_timm_state_dict(checkpoint, prefix)
     arch = arch or infer_arch(conv.state_dict)
     if img_size is not None and len(img_size) == 1:
         img_size = img_size * 2
-    model = build_matching_vit(conv.state_dict, arch, img_size, conv.grid)
+    model = build_matching_vit(conv.state_dict, arch, img_size, checkpoint_grid(conv.state_dict, conv.grid, src))
     load_vit_checkpoint(model, checkpoint, prefix=prefix)
     dtype = conv.state_dict['patch_embed.proj.weight'].dtype  # keep fp16 files fp16
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
@@ -114,7 +117,7 @@ def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, p
 
 def main(argv=None):
     args = parse_args(argv)
-    convert(args.src, args.dst, args.to, args.arch, args.img_size, args.prefix)
+    convert(args.src, args.dst, args.to, args.arch, args.img_size, args.prefix, args.grid)
 
 
 if __name__ == '__main__':

@@ -2,13 +2,14 @@
 settings and prints its table. Nothing here is timed; the numbers are the
 scripts' business (see docs/performance.md)."""
 import os.path as osp
+import re
 import subprocess
 import sys
 
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-FAST = ['--warmup', '0', '--repeats', '1', '--threads', '1']
+FAST = ['--warmup', '0', '--repeats', '1', '--threads', '1', '--rounds', '1']
 
 
 def run_script(name, *flags):
@@ -16,6 +17,11 @@ def run_script(name, *flags):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def low(cell):
+    """The lower end of a 'min–max' cell (or the cell's one figure)."""
+    return float(cell.split('–')[0].rstrip('%'))
 
 
 def table_rows(out, header_start):
@@ -48,14 +54,16 @@ def test_distill_step_runs():
     assert 0 < ours_gflop and 0.8 < ours_gflop / eager_gflop < 1.2
     (loss_row,) = table_rows(out, 'px')
     assert loss_row[:2] == ['32', '5']
+    # checked before timing: the eager baseline computes our loss and gradients
+    assert re.search(r'- s-t at 32 px, batch 2: loss [\d.]+ \(ours\) vs [\d.]+ \(eager\), relative difference', out)
 
 
 def test_data_pipeline_runs():
     out = run_script('data_pipeline.py', '--images', '4', '--passes', '1', '--size', '120x90', '--crop', '64',
-                     '--rounds', '2')  # alternating fresh workers per side
+                     '--rounds', '2')  # alternating fresh workers per side: each figure a min–max range
     rows = table_rows(out, 'pipeline')
     assert [r[0].split()[:2] for r in rows] == [['ours', '(OpenCV'], ['ours', '+'], ['reference', '(PIL']]
-    assert all(float(r[1]) > 0 for r in rows)
+    assert all(low(r[1]) > 0 for r in rows) and 'min–max over 2 alternating round(s)' in out
 
 
 @pytest.mark.parametrize('name', ['seg_step.py', 'distill_step.py', 'data_pipeline.py'])
@@ -97,7 +105,8 @@ def test_gpu_script_runs_all_tables(tmp_path):
                               stderr=subprocess.PIPE, text=True, timeout=120)
         assert proc.returncode != 0 and 'no CUDA device' in proc.stderr
     env.update(DEVICE='cpu', COMPILE='0', PAIRS='s-t', RES='32', LOSS_MEMORY='32', BATCH='2', ARCHS='tiny',
-               PARTS='backbone', CROP='64', WARMUP='0', REPEATS='1', PEAK_SIZE='256', IMAGES='4', PEAK_TFLOPS='1')
+               PARTS='backbone', CROP='64', WARMUP='0', REPEATS='1', ROUNDS='1', PEAK_SIZE='256', IMAGES='4',
+               PEAK_TFLOPS='1')
     proc = subprocess.run(['bash', script, str(tmp_path / 'cpu')], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -122,7 +131,7 @@ def test_a_failing_configuration_is_a_row_and_the_rest_still_run(monkeypatch, ca
     real = distill_step.run_sides
 
     def out_of_memory_at_32px(script, specs, args):
-        if specs['ours']['res'] == 32:
+        if specs['ours']['res'] == 32 and not specs['ours'].get('loss_memory'):
             raise WorkerFailed('worker failed', 'torch.OutOfMemoryError: CUDA out of memory.')
         return real(script, specs, args)
     monkeypatch.setattr(distill_step, 'run_sides', out_of_memory_at_32px)
@@ -135,3 +144,23 @@ def test_a_failing_configuration_is_a_row_and_the_rest_still_run(monkeypatch, ca
     assert failed[:4] == ['S→T', '32', '2', 'failed: torch.OutOfMemoryError: CUDA out of memory.']
     assert ok[:3] == ['S→T', '48', '2'] and float(ok[3]) > 0
     assert table_rows(out, 'px')[0][:2] == ['32', '5']  # the loss-memory table still ran
+
+
+def test_a_baseline_that_computes_something_else_is_not_timed(monkeypatch, capsys):
+    """The same-work check runs before timing: an eager relation loss 1 % off fails the row, names the
+    loss, and no worker times it."""
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    try:
+        import distill_step
+    finally:
+        sys.path.remove(osp.join(ROOT, 'benchmarks'))
+    real = distill_step.eager_relation_kl
+    monkeypatch.setattr(distill_step, 'eager_relation_kl', lambda *taps: 1.01 * real(*taps))
+    monkeypatch.setattr(distill_step, 'run_sides', lambda *a: pytest.fail('timed a baseline that does other work'))
+    monkeypatch.setattr(sys, 'argv', ['distill_step.py', '--pairs', 's-t', '--res', '32', '--batch', '2',
+                                      '--loss-memory', '', '--peak-size', '256', *FAST])
+    with pytest.raises(SystemExit, match=r'1 configuration\(s\) failed'):
+        distill_step.main()
+    (row,) = table_rows(capsys.readouterr().out, 'pair')
+    assert row[:3] == ['S→T', '32', '2']
+    assert re.match(r'failed: same-work check: s-t at 32 px, batch 2: the eager baseline computes another loss', row[3])

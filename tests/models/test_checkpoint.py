@@ -10,11 +10,12 @@ from mmengine.runner.checkpoint import save_checkpoint
 from mmseg.models.backbones import MAE, BEiT
 from mmseg.models.backbones import VisionTransformer as MMSegViT
 from mmseg.registry import MODELS
+from resize_reference import resize_bias_table_reference, resize_pos_embed_reference
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from tinymim.models import TinyMIMViT, VisionTransformer
 from tinymim.models.checkpoint import detect_format, load_vit_checkpoint, read_checkpoint, to_timm_state_dict
-from tinymim.models.pos_embed import resize_pos_embed, resize_relative_bias_table
+from tinymim.models.pos_embed import resize_pos_embed
 
 ARCH = dict(embed_dims=64, num_layers=2, num_heads=2)
 
@@ -180,19 +181,46 @@ def test_explicit_prefix_picks_one_of_two_vits():
         load_vit_checkpoint(dst, state, prefix='teacher.')
 
 
+@pytest.mark.parametrize('img_size,grid', [(128, (8, 8)), ((48, 80), (3, 5))])
 @torch.no_grad()
-def test_resize_at_load_matches_run_time_resize():
-    """A 64-px checkpoint (4x4 grid) into a 128-px model (8x8): pos_embed and
-    relative-bias tables are resized, giving what the 64-px model computes at 128 px."""
+def test_resize_at_load_matches_the_plain_reference(img_size, grid):
+    """A 64-px checkpoint (4x4 grid) into a 128-px (8x8) or a 48x80 (3x5) model:
+    pos_embed and relative-bias tables equal the plain row-major bicubic
+    reference (tests/resize_reference.py), and the model computes what the
+    64-px model computes at its size."""
     src = random_vit(img_size=64, use_rel_pos_bias=True)
-    dst = VisionTransformer(ARCH, img_size=128, use_rel_pos_bias=True).eval()
+    dst = VisionTransformer(ARCH, img_size=img_size, use_rel_pos_bias=True).eval()
     load_vit_checkpoint(dst, src.state_dict())
-    torch.testing.assert_close(dst.pos_embed, resize_pos_embed(src.pos_embed, (8, 8)), rtol=0, atol=0)
-    table = src.blocks[1].attn.relative_position_bias_table
-    torch.testing.assert_close(dst.blocks[1].attn.relative_position_bias_table,
-                               resize_relative_bias_table(table, (8, 8)), rtol=0, atol=0)
-    x = torch.randn(1, 3, 128, 128)
+    torch.testing.assert_close(dst.pos_embed, resize_pos_embed_reference(src.pos_embed, (4, 4), grid),
+                               rtol=0, atol=1e-6)
+    for src_blk, dst_blk in zip(src.blocks, dst.blocks):
+        torch.testing.assert_close(dst_blk.attn.relative_position_bias_table, resize_bias_table_reference(
+            src_blk.attn.relative_position_bias_table, (4, 4), grid), rtol=0, atol=1e-6)
+    x = torch.randn(1, 3, grid[0] * 16, grid[1] * 16)
     torch.testing.assert_close(dst(x), src(x), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_non_square_grid_is_read_from_meta_never_guessed():
+    """A checkpoint trained on non-square inputs: its grid comes from
+    meta.grid_size; without it, weights that cannot be square raise and ask for
+    the grid, instead of being resized as some square."""
+    src = random_vit(img_size=(32, 64), use_rel_pos_bias=True)  # a 2x4 grid: 8 patches, no square
+    dst = VisionTransformer(ARCH, img_size=64, use_rel_pos_bias=True).eval()
+    ask = r'records no grid \(meta.grid_size\) .*\(pos_embed with {}.*convert_checkpoint.py CHECKPOINT OUT --grid H W'
+    with pytest.raises(ValueError, match=ask.format('8 patches')):
+        load_vit_checkpoint(dst, src.state_dict())
+    load_vit_checkpoint(dst, dict(state_dict=src.state_dict(), meta=dict(grid_size=[2, 4])))
+    torch.testing.assert_close(dst.pos_embed, resize_pos_embed_reference(src.pos_embed, (2, 4), (4, 4)),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(dst.blocks[0].attn.relative_position_bias_table, resize_bias_table_reference(
+        src.blocks[0].attn.relative_position_bias_table, (2, 4), (4, 4)), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r'records the grid 1x8 \(meta.grid_size\), which its weights do not fit'):
+        load_vit_checkpoint(dst, dict(state_dict=src.state_dict(), meta=dict(grid_size=[1, 8])))
+    # 2x8 has a square number of patches (16); its relative-bias tables tell it is not 4x4.
+    wide = random_vit(img_size=(32, 128), use_rel_pos_bias=True)
+    with pytest.raises(ValueError, match=ask.format('16 patches, relative-bias tables of 48 rows')):
+        load_vit_checkpoint(VisionTransformer(ARCH, img_size=128, use_rel_pos_bias=True), wide.state_dict())
 
 
 def test_fresh_by_design_keys_keep_their_init():

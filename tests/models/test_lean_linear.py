@@ -46,6 +46,6 @@ def test_block_with_layer_scale_trains_as_with_plain_modules_and_keeps_four_fewe
     # not kept any more: LN1's and LN2's outputs (norm_linear), the projection's and fc2's outputs
     assert plain_maps - fused_maps == 4
     torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-12)
-    params = [x, *block.parameters()]
-    for a, b in zip(torch.autograd.grad(fused.sum(), params), torch.autograd.grad(expected.sum(), params)):
+    params, upstream = [x, *block.parameters()], torch.randn_like(x)
+    for a, b in zip(torch.autograd.grad(fused, params, upstream), torch.autograd.grad(expected, params, upstream)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

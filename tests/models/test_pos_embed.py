@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmseg.models.backbones.beit import BEiTAttention
+from resize_reference import resize_bias_table_reference, resize_pos_embed_reference
 from timm.layers import resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
@@ -101,3 +102,16 @@ def test_relative_bias_table_resize_matches_timm():
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(ours[-3:], table[-3:], rtol=0, atol=0)  # CLS rows are kept
     assert resize_relative_bias_table(table, (14, 14)) is table
+
+
+@pytest.mark.parametrize('old,new', [((3, 5), (4, 7)), ((4, 4), (2, 6)), ((6, 2), (3, 3))])
+def test_non_square_resizes_match_the_plain_reference(old, new):
+    """Row-major grids of any shape, both ways: against tables reshaped by hand and
+    bicubically interpolated (tests/resize_reference.py)."""
+    pos = torch.randn(1, 1 + old[0] * old[1], 8)
+    torch.testing.assert_close(resize_pos_embed(pos, new, old_size=old),
+                               resize_pos_embed_reference(pos, old, new), rtol=0, atol=1e-6)
+    table = torch.randn(relative_bias_table_size(old), 3)
+    ours = resize_relative_bias_table(table, new, old_window=old)
+    assert ours.shape == (relative_bias_table_size(new), 3)
+    torch.testing.assert_close(ours, resize_bias_table_reference(table, old, new), rtol=0, atol=1e-6)

@@ -5,45 +5,15 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from autograd_helpers import assert_grads_agree, param_grads
 from mmseg.registry import MODELS
-from timm.models.vision_transformer import VisionTransformer as TimmViT
+from resize_reference import resize_bias_table_reference, resize_pos_embed_reference
+from timm_twins import perturb_, timm_block_outputs, timm_twin, twin_name
 
 from tinymim.models import TinyMIMViT, VisionTransformer
-from tinymim.models.pos_embed import resize_pos_embed
 from tinymim.models.vit import ARCH_ZOO
 
 SMALL_ARCH = dict(embed_dims=48, num_layers=3, num_heads=3)
-
-
-def perturb_(model: nn.Module, std: float = 0.02) -> nn.Module:
-    """Random biases, norms and tokens too (Linear/conv weights are random already)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() < 2 or name in ('cls_token', 'pos_embed'):
-                p.add_(torch.randn_like(p) * std)
-    return model.eval()
-
-
-def timm_twin(model: VisionTransformer, img_size, **kwargs) -> TimmViT:
-    """timm's ViT with the same shape and weights (timm accepts our state dict as is).
-
-    Built on the meta device and given our tensors, so timm's own init costs nothing.
-    """
-    twin = TimmViT(img_size=img_size, patch_size=model.patch_size, embed_dim=model.embed_dims,
-                   depth=model.num_layers, num_heads=model.num_heads, num_classes=0, weight_init='skip',
-                   final_norm=model.norm is not None, device='meta', **kwargs)
-    state = {k: v.clone() for k, v in model.state_dict().items() if 'relative_position' not in k}
-    twin.load_state_dict(state, assign=True)
-    return twin.eval()
-
-
-def timm_block_outputs(twin: TimmViT, x: torch.Tensor) -> list:
-    tokens = twin.norm_pre(twin._pos_embed(twin.patch_embed(x)))
-    outs = []
-    for blk in twin.blocks:
-        tokens = blk(tokens)
-        outs.append(tokens)
-    return outs
 
 
 @pytest.mark.parametrize('img_size', [224, 512])
@@ -73,6 +43,39 @@ def test_backbone_with_zero_rel_bias_and_unit_layer_scale_equals_timm_at_init():
         assert fmap.shape == (1, 192, 14, 14)
         expected = ref[i][:, 1:].transpose(1, 2).reshape(1, 192, 14, 14)
         assert (fmap - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize('attn_impl', ['chunked', 'sdpa'])
+def test_training_mode_matches_timm_in_float64(attn_impl):
+    """The whole ViT training, float64: drop path 0.5 (ours skips the dropped
+    samples), layer scale, a relative position bias (trained by the chunked
+    attention or SDPA), the fused norm/linear and lean linear backward passes,
+    a non-square 48x80 input. The reference is timm's ``VisionTransformer``
+    with timm's relative-bias block, the same weights and the same seed:
+    the output and every parameter's gradient must agree."""
+    torch.manual_seed(0)
+    model = VisionTransformer(SMALL_ARCH, img_size=(48, 80), use_rel_pos_bias=True, layer_scale_init_value=0.5,
+                              drop_path_rate=0.5, attn_impl=attn_impl).double()
+    perturb_(model, std=0.1)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.relative_position_bias_table.normal_(std=0.3)
+    twin = timm_twin(model, (48, 80), rel_pos_bias=True, init_values=0.5, drop_path_rate=0.5)
+    x = torch.randn(8, 3, 48, 80, dtype=torch.float64)
+    upstream = torch.randn(8, 16, 48, dtype=torch.float64)
+    outs, grads = [], []
+    for net in (model.train(), twin.train()):
+        torch.manual_seed(1)  # the same drop-path masks: ours draws each before its branch, timm after
+        out = net.forward_features(x)
+        out.backward(upstream)
+        outs.append(out)
+        grads.append({n: p.grad for n, p in net.named_parameters()})
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        assert not torch.allclose(outs[0], model.eval().forward_features(x))  # some paths were dropped
+    assert {twin_name(n) for n in grads[0]} == set(grads[1])
+    for name, g in grads[0].items():
+        torch.testing.assert_close(g, grads[1][twin_name(name)], rtol=1e-9, atol=1e-12, msg=name)
 
 
 def naive_relations(q_or_v_source: torch.Tensor, block, heads: int):
@@ -155,24 +158,28 @@ def test_tap_computes_nothing_past_the_tapped_block(outputs, must_not_run):
     assert {'patch_embed', 'blocks.0', 'blocks.1.norm1', 'blocks.1.attn.qkv'} <= fired
 
 
-@torch.no_grad()
-def test_run_time_pos_embed_resize_non_square():
-    model = perturb_(VisionTransformer(SMALL_ARCH, img_size=64))  # built for a 4x4 grid
-    x = torch.randn(1, 3, 48, 80)  # a 3x5 grid
-    pos = resize_pos_embed(model.pos_embed, (3, 5), (4, 4))
-    twin = timm_twin(VisionTransformer(SMALL_ARCH, img_size=(48, 80)), (48, 80))
-    twin.load_state_dict({**model.state_dict(), 'pos_embed': pos})  # model's weights, resized table
-    ours = model.forward_blocks(x, [2])[2]
-    assert ours.shape == (1, 16, 48)
-    assert (ours - timm_block_outputs(twin, x)[2]).abs().max() <= 1e-5
-
-
-@torch.no_grad()
-def test_run_time_rel_bias_resize_non_square():
-    backbone = perturb_(TinyMIMViT(SMALL_ARCH, img_size=64, use_rel_pos_bias=True, out_indices=(2,)))
-    maps = backbone(torch.randn(2, 3, 48, 80))
-    assert maps[0].shape == (2, 48, 3, 5)
-    assert torch.isfinite(maps[0]).all()
+@pytest.mark.parametrize('grad', [False, True])  # inference (SDPA, cached bias) and training (chunked) paths
+def test_run_time_resize_non_square_matches_timm_with_reference_tables(grad):
+    """A ViT built for a 4x4 grid run on a 48x80 input (3x5): its position
+    embedding and relative-bias tables are resized at run time. The reference
+    is timm built for 3x5, given tables resized by the plain row-major
+    bicubic reference (tests/resize_reference.py)."""
+    model = VisionTransformer(SMALL_ARCH, img_size=64, use_rel_pos_bias=True)
+    perturb_(model, std=0.1)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.relative_position_bias_table.normal_(std=0.3)
+    state = dict(model.state_dict(), pos_embed=resize_pos_embed_reference(model.pos_embed, (4, 4), (3, 5)))
+    for key in [k for k in state if k.endswith('relative_position_bias_table')]:
+        state[key] = resize_bias_table_reference(state[key], (4, 4), (3, 5))
+    built_for_3x5 = VisionTransformer(SMALL_ARCH, img_size=(48, 80), use_rel_pos_bias=True)
+    built_for_3x5.load_state_dict(state)
+    twin = timm_twin(built_for_3x5, (48, 80), rel_pos_bias=True)
+    x = torch.randn(2, 3, 48, 80)
+    with torch.set_grad_enabled(grad):
+        ours = model.forward_features(x)
+        assert model.blocks[0].attn.use_chunked(x) == grad
+        torch.testing.assert_close(ours, twin.forward_features(x), rtol=0, atol=2e-5)
 
 
 def test_input_not_divisible_by_patch_raises():
@@ -223,24 +230,33 @@ def test_backbone_out_indices_and_registry():
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('attn_impl', ['chunked', 'sdpa'])
 def test_mixed_precision_training_step(attn_impl, dtype):
-    """Training under autocast with drop path and a trainable relative
-    position bias: bf16 (the benchmarks' ``--amp``) and fp16 (mmengine's
-    ``AmpOptimWrapper`` default on GPUs). Every attention path, the fused
-    norm/linear functions, the MLP and drop path take low-precision
-    activations; gradients stay fp32 and finite, and the output stays close
-    to fp32's."""
+    """Training under autocast with drop path, layer scale and a trainable
+    relative position bias: bf16 (the benchmarks' ``--amp``) and fp16
+    (mmengine's ``AmpOptimWrapper`` default on GPUs). Every attention path,
+    the fused norm/linear functions, the MLP and drop path take
+    low-precision activations. With the same drop-path masks, the output
+    stays close to fp32's and every parameter's gradient matches fp32's
+    (measured: cosine >= 0.9999, norms within 0.3 %)."""
     torch.manual_seed(0)
     backbone = TinyMIMViT(SMALL_ARCH, img_size=32, use_rel_pos_bias=True, drop_path_rate=0.5,
-                          attn_impl=attn_impl, out_indices=(-1,)).train()
-    perturb_(backbone).train()
-    x = torch.randn(4, 3, 32, 32)
-    torch.manual_seed(1)
-    (fp32,) = backbone(x)
-    torch.manual_seed(1)  # the same drop-path masks
-    with torch.autocast('cpu', dtype=dtype):
-        (out,) = backbone(x)
-    torch.testing.assert_close(out.float(), fp32, rtol=0.05, atol=0.05)
-    out.float().square().mean().backward()
-    for name, p in backbone.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+                          layer_scale_init_value=0.5, attn_impl=attn_impl, out_indices=(-1,))
+    perturb_(backbone, std=0.1)  # layer scales, norms, biases and tokens off their init
+    with torch.no_grad():
+        for blk in backbone.blocks:
+            blk.attn.relative_position_bias_table.normal_(std=0.3)
+    backbone.train()
+    x, upstream = torch.randn(4, 3, 32, 32), torch.randn(4, 48, 2, 2)
+
+    def step(autocast: bool):
+        backbone.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same drop-path masks
+        with torch.autocast('cpu', dtype=dtype, enabled=autocast):
+            (out,) = backbone(x)
+        (out.float() * upstream).sum().backward()
+        return out, param_grads(backbone)
+    fp32_out, fp32_grads = step(False)
+    out, grads = step(True)
+    torch.testing.assert_close(out.float(), fp32_out, rtol=0.05, atol=0.05)
+    assert fp32_grads.keys() == {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads.values())
+    assert_grads_agree(grads, fp32_grads, min_cos=0.99, max_norm_diff=0.02)

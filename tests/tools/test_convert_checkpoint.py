@@ -84,3 +84,20 @@ def test_wrong_arch_and_same_path_raise(tmp_path):
     with pytest.raises(ValueError, match='refusing to overwrite'):
         convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'mae.pth')])
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_grid_of_a_non_square_checkpoint(tmp_path):
+    """A segmentation checkpoint trained at 32x64 px (a 2x4 grid) without meta.grid_size: conversion asks
+    for the grid; given with --grid, it is recorded and the tables are resized from it."""
+    src = VisionTransformer(ARCH, img_size=(32, 64), use_rel_pos_bias=True)
+    torch.save({'model': src.state_dict()}, tmp_path / 'seg.pth')
+    with pytest.raises(ValueError, match=r'records no grid .*--grid H W'):
+        convert_checkpoint.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'out.pth')])
+    convert_checkpoint.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'same.pth'), '--grid', '2', '4'])
+    same = read_checkpoint(str(tmp_path / 'same.pth'))
+    assert same['meta']['grid_size'] == [2, 4]
+    torch.testing.assert_close(same['state_dict']['pos_embed'], src.pos_embed.detach(), rtol=0, atol=0)
+    convert_checkpoint.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'square.pth'), '--grid', '2', '4',
+                             '--img-size', '64'])
+    square = read_checkpoint(str(tmp_path / 'square.pth'))
+    assert square['meta']['grid_size'] == [4, 4] and square['state_dict']['pos_embed'].shape == (1, 17, 64)

@@ -24,7 +24,40 @@ def trained(tmp_path_factory):
     # Through mim, which finds tools/train.py via the installed package's .mim folder.
     mim = osp.join(osp.dirname(sys.executable), 'mim')
     proc = run_tool(mim, 'train', 'tinymim', config, '--work-dir', work_dir)
-    return dict(tmp=tmp, config=config, work_dir=work_dir, log=proc.stdout + proc.stderr)
+    return dict(tmp=tmp, config=config, work_dir=work_dir, log=proc.stdout + proc.stderr, data_root=data_root)
+
+
+@pytest.fixture(scope='module')
+def tested(trained):
+    """``mim test tinymim`` (tools/test.py through tinymim/.mim/tools) on the trained checkpoint,
+    painting the predictions (--show-dir) and saving them as label maps (--out)."""
+    tmp = trained['tmp']
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    proc = run_tool(mim, 'test', 'tinymim', trained['config'], '--checkpoint',
+                    osp.join(trained['work_dir'], 'iter_4.pth'), '--work-dir', str(tmp / 'test'),
+                    '--show-dir', str(tmp / 'show'), '--out', str(tmp / 'predictions'))
+    return dict(log=proc.stdout + proc.stderr, show_dir=str(tmp / 'show'), out_dir=str(tmp / 'predictions'))
+
+
+def iou_metric_from_files(pred_dir: str, label_dir: str) -> dict:
+    """aAcc / mIoU / mAcc recomputed from saved predictions and the ground-truth PNGs with mmseg's
+    IoUMetric arithmetic, the labels reduced as the ADE20K configs load them (0 -> ignored, k -> k - 1;
+    the saved predictions are k + 1 for class k)."""
+    import numpy as np
+    import torch
+    from mmcv import imread
+    from mmseg.evaluation import IoUMetric
+    areas = []
+    for label_path in sorted(glob.glob(osp.join(label_dir, '*.png'))):
+        label = imread(label_path, flag='unchanged').astype(np.int64)
+        label = np.where(label == 0, 255, label - 1)
+        pred = imread(osp.join(pred_dir, osp.basename(label_path)), flag='unchanged').astype(np.int64) - 1
+        areas.append(IoUMetric.intersect_and_union(torch.from_numpy(pred), torch.from_numpy(label), 150, 255))
+    assert areas, f'no ground-truth PNGs in {label_dir}'
+    totals = [sum(a[i] for a in areas) for i in range(4)]
+    metrics = IoUMetric.total_area_to_metrics(*totals, metrics=['mIoU'])
+    return {'aAcc': metrics['aAcc'] * 100, 'mIoU': np.nanmean(metrics['IoU']) * 100,
+            'mAcc': np.nanmean(metrics['Acc']) * 100}
 
 
 def test_train_runs_validation_with_iou_metric(trained):
@@ -34,22 +67,27 @@ def test_train_runs_validation_with_iou_metric(trained):
     assert osp.isfile(osp.join(trained['work_dir'], 'iter_4.pth'))
     scalars = glob.glob(osp.join(trained['work_dir'], '*', 'vis_data', 'scalars.json'))
     metrics = [json.loads(line) for line in open(scalars[0]) if 'mIoU' in line]
-    assert metrics and 0 <= metrics[-1]['mIoU'] <= 100 and 'aAcc' in metrics[-1] and 'mAcc' in metrics[-1]
+    assert metrics and all(key in metrics[-1] for key in ('aAcc', 'mIoU', 'mAcc'))
 
 
-def test_mim_test_reports_and_paints_predictions(trained):
-    """``mim test tinymim`` runs tools/test.py (through tinymim/.mim/tools)."""
-    tmp = trained['tmp']
-    show_dir = str(tmp / 'show')
-    mim = osp.join(osp.dirname(sys.executable), 'mim')
-    proc = run_tool(mim, 'test', 'tinymim', trained['config'], '--checkpoint',
-                    osp.join(trained['work_dir'], 'iter_4.pth'), '--work-dir', str(tmp / 'test'),
-                    '--show-dir', show_dir)
-    log = proc.stdout + proc.stderr
+def test_mim_test_reports_and_paints_predictions(tested):
+    log = tested['log']
     assert 'per class results' in log and 'Iter(test) [3/3]' in log
     assert all(key in log for key in ('aAcc', 'mIoU', 'mAcc'))
-    painted = glob.glob(osp.join(show_dir, '**', '*.png'), recursive=True)
+    painted = glob.glob(osp.join(tested['show_dir'], '**', '*.png'), recursive=True)
     assert len(painted) == 3, painted
+
+
+def test_reported_metrics_equal_those_of_the_saved_predictions(trained, tested):
+    """The validation at the end of training and the test run report the metrics that mmseg's IoUMetric
+    gives on the test run's saved label maps (the same checkpoint and images)."""
+    expected = iou_metric_from_files(tested['out_dir'], osp.join(trained['data_root'], 'annotations', 'validation'))
+    scalars = glob.glob(osp.join(trained['work_dir'], '*', 'vis_data', 'scalars.json'))
+    validation = [json.loads(line) for line in open(scalars[0]) if 'mIoU' in line][-1]
+    tested_metrics = {k: float(re.search(rf'\b{k}: ([\d.]+)', tested['log']).group(1)) for k in expected}
+    for reported in (validation, tested_metrics):
+        for key, value in expected.items():
+            assert abs(reported[key] - value) <= 0.006, (key, reported, expected)
 
 
 def test_test_tool_tta_and_out(trained):

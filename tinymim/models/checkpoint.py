@@ -21,6 +21,7 @@ before any weight is copied.
 import argparse
 import fnmatch
 import io
+import math
 import os.path as osp
 import re
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -293,6 +294,29 @@ def _fold_layer_scale(state: dict, gamma_key: str) -> None:
     state[f'{linear}.bias'] = state[f'{linear}.bias'] * gamma
 
 
+def checkpoint_grid(state: dict, grid: Optional[Sequence[int]], source: str) -> Tuple[int, int]:
+    """The token grid (H, W) a checkpoint's ``pos_embed`` and relative-bias
+    tables were made for: its ``meta.grid_size``, else square (official MAE,
+    TinyMIM and mmseg files are). Weights that do not fit that grid raise: a
+    non-square grid is never guessed."""
+    pos = state.get('pos_embed')
+    rows = sorted({v.shape[0] for k, v in state.items() if k.endswith('relative_position_bias_table')})
+    if grid is None:
+        side = math.isqrt(pos.shape[1] - 1) if pos is not None else (math.isqrt(rows[-1] - 3) + 1) // 2
+        grid, problem = (side, side), 'records no grid (meta.grid_size) and its weights do not fit a square one'
+    else:
+        grid = tuple(int(g) for g in grid)
+        problem = f'records the grid {grid[0]}x{grid[1]} (meta.grid_size), which its weights do not fit'
+    if ((pos is not None and pos.shape[1] - 1 != grid[0] * grid[1])
+            or any(r != (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3 for r in rows)):
+        found = ', '.join(([f'pos_embed with {pos.shape[1] - 1} patches'] if pos is not None else [])
+                          + ([f'relative-bias tables of {"/".join(map(str, rows))} rows'] if rows else []))
+        raise ValueError(f'{source} {problem} ({found}): it was trained on non-square inputs. Give the token '
+                         'grid it was trained for (patch rows and columns): python tools/convert_checkpoint.py '
+                         'CHECKPOINT OUT --grid H W records it as meta.grid_size')
+    return grid
+
+
 def _match_model(model: torch.nn.Module, conv: ConvertedCheckpoint, source: str) -> Tuple[dict, List[str], List[str]]:
     """Adapt the converted weights to ``model``: returns (state, dropped, notes)."""
     state, target = dict(conv.state_dict), model.state_dict()
@@ -315,11 +339,13 @@ def _match_model(model: torch.nn.Module, conv: ConvertedCheckpoint, source: str)
         if want is None or value.shape == want.shape or value.shape[-1] != want.shape[-1]:
             continue  # a width mismatch is reported below, not resized
         if key == 'pos_embed':
-            state[key] = resize_pos_embed(value, model.grid_size, conv.grid)
+            grid = checkpoint_grid(conv.state_dict, conv.grid, source)
+            state[key] = resize_pos_embed(value, model.grid_size, grid)
             resized.append(f'pos_embed {value.shape[1] - 1}->{want.shape[1] - 1} patches')
         elif key.endswith('.relative_position_bias_table'):
             window = model.get_submodule(key.rsplit('.', 1)[0]).window
-            state[key] = resize_relative_bias_table(value, window, conv.grid)
+            grid = checkpoint_grid(conv.state_dict, conv.grid, source)
+            state[key] = resize_relative_bias_table(value, window, grid)
             resized.append(key)
     mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
                   if k in target and v.shape != target[k].shape]

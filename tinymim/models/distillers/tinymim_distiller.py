@@ -241,6 +241,9 @@ class TinyMIMDistiller(BaseModel):
             unused.append(blk.ls2)
         for module in unused:
             module.requires_grad_(False)
+        if blk.attn.window and not self.outputs & {'attn', 'ffn', 'block'}:
+            # Q/K/V alone do not run the attention, so its relative position bias gets no gradient.
+            blk.attn.relative_position_bias_table.requires_grad_(False)
 
     @property
     def teacher(self) -> VisionTransformer:
