@@ -1,10 +1,12 @@
 """Convert a ViT checkpoint of any supported format to ours or to timm's.
 
 Supported inputs are those of ``tinymim.models.checkpoint``: official MAE /
-TinyMIM files, timm state dicts, mmseg MAE / BEiT / VisionTransformer
-checkpoints (backbone or whole segmentor), our distillation checkpoints
-(the student's weights) and files with ``module.``/``backbone.``/
-``student.``/``encoder.`` prefixes.
+TinyMIM files (``TinyMIM-FT-Tstar.pth`` included: the ViT keeps its
+distillation token and ``conv1x1``), timm state dicts, mmseg MAE / BEiT /
+VisionTransformer checkpoints and the reference's mmseg 0.x segmentation
+checkpoints (the backbone of a whole segmentor; its pyramid and heads are
+not ViT weights), our distillation checkpoints (the student's weights) and
+files with ``module.``/``backbone.``/``student.``/``encoder.`` prefixes.
 
     python tools/convert_checkpoint.py mae_pretrain_vit_base.pth vit-b.pth
     python tools/convert_checkpoint.py upernet_beit.pth beit-timm.pth --to timm
@@ -53,7 +55,8 @@ def infer_arch(state: dict):
 
 
 def build_matching_vit(state: dict, arch, img_size, grid):
-    """A ViT with the options the weights imply (layer scale, relative bias, final norm)."""
+    """A ViT with the options the weights imply (layer scale, relative bias, final norm,
+    TinyMIM*-T's distillation token and last-block projection)."""
     from tinymim.models.checkpoint import num_blocks
     from tinymim.models.vit import VisionTransformer
 
@@ -64,8 +67,9 @@ def build_matching_vit(state: dict, arch, img_size, grid):
         # a relative-bias table tells the real one.
         arch = dict(embed_dims=proj.shape[0], num_layers=num_blocks(state),
                     num_heads=table.shape[1] if table is not None else 1)
+    prefix_tokens = 2 if 'dist_token' in state else 1
     if grid is None:
-        side = int(round((state['pos_embed'].shape[1] - 1) ** 0.5))
+        side = int(round((state['pos_embed'].shape[1] - prefix_tokens) ** 0.5))
         grid = (side, side)
     patch = proj.shape[-1]
     return VisionTransformer(
@@ -73,7 +77,8 @@ def build_matching_vit(state: dict, arch, img_size, grid):
         mlp_ratio=state['blocks.0.mlp.fc1.weight'].shape[0] / proj.shape[0],
         qkv_bias='blocks.0.attn.qkv.bias' in state, use_rel_pos_bias=table is not None,
         layer_scale_init_value=1.0 if 'blocks.0.ls1.gamma' in state else None,
-        final_norm='norm.weight' in state)
+        final_norm='norm.weight' in state, dist_token='dist_token' in state,
+        last_proj_dims=state['conv1x1.1.weight'].shape[0] if 'conv1x1.1.weight' in state else None)
 
 
 def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, prefix=None) -> dict:
