@@ -27,8 +27,8 @@ def build_segmentor(cfg_model: dict):
 
 
 def tiny_model_cfg(img_size: int = 64, **overrides) -> dict:
-    """The ViT-T recipe's model with a 4-block, 64-wide ViT and thin heads."""
-    cfg = Config.fromfile(config_path('t'))
+    """The ViT-T recipe's model (light decoder) with a 4-block, 64-wide ViT and thin heads."""
+    cfg = Config.fromfile(config_path('t-light'))
     cfg.model.backbone.arch = dict(TINY_ARCH)
     cfg.merge_from_dict({'model.pretrained': None, 'model.backbone.img_size': img_size,
                          'model.backbone.out_indices': [0, 1, 2, 3],
