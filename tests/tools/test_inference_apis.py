@@ -82,6 +82,6 @@ def test_mmseg_inferencer(config, image, tmp_path):
     inferencer.model = revert_sync_batchnorm(inferencer.model)
     out = inferencer(image, out_dir=str(tmp_path / 'out'))
     assert out['predictions'].shape == (40, 60)
-    assert mmcv.imread(str(tmp_path / 'out' / 'pred' / 'street_pred.png'), 'unchanged').shape == (40, 60)
+    assert mmcv.imread(str(tmp_path / 'out' / 'pred' / '00000000_pred.png'), 'unchanged').shape == (40, 60)
     assert mmcv.imread(str(tmp_path / 'out' / 'vis' / 'street.jpg')).shape == (40, 60, 3)
 
