@@ -54,9 +54,9 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs')
 ]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+train_dataloader = dict(batch_size=2, num_workers=0,  # persistent_workers (mmseg's True) is turned off
                         dataset=dict(data_root='{data_root}', pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root='{data_root}'))
+val_dataloader = dict(num_workers=0, dataset=dict(data_root='{data_root}'))
 test_dataloader = val_dataloader
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=4)]
 train_cfg = dict(max_iters=4, val_interval=4)
