@@ -179,6 +179,22 @@ def reference_checkpoint(backbone: nn.Module, head: nn.Module, aux: nn.Module) -
     return dict(meta=meta, state_dict=state, optimizer=dict(state={}, param_groups=[]))
 
 
+def ft_tstar_file(path, backbone: RefBackbone, grid_side: int) -> dict:
+    """TinyMIM-FT-Tstar.pth's layout, {'model': ...} from the ImageNet fine-tune at 224 px
+    (here a ``grid_side``-square grid): no gamma, no relative tables, plus fc_norm, head and
+    head_dist on the projected width."""
+    state = {k: v for k, v in backbone.state_dict().items()
+             if k.startswith(('cls_token', 'dist_token', 'patch_embed', 'blocks', 'conv1x1'))
+             and not k.endswith(('gamma_1', 'gamma_2', 'relative_position_bias_table', 'relative_position_index'))}
+    dim, proj = backbone.cls_token.shape[-1], backbone.conv1x1[1].out_features
+    state['pos_embed'] = torch.randn(1, 2 + grid_side ** 2, dim) * 0.2
+    state.update({'fc_norm.weight': torch.ones(proj), 'fc_norm.bias': torch.zeros(proj),
+                  'head.weight': torch.randn(1000, proj), 'head.bias': torch.zeros(1000),
+                  'head_dist.weight': torch.randn(1000, proj), 'head_dist.bias': torch.zeros(1000)})
+    torch.save({'model': state}, path)
+    return state
+
+
 @torch.no_grad()
 def reference_logits(backbone, head, img):
     return head(backbone(img))

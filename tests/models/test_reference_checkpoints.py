@@ -10,7 +10,14 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
-from reference_segmentation import RefBackbone, randomize, reference_checkpoint, reference_heads, reference_logits
+from reference_segmentation import (
+    RefBackbone,
+    ft_tstar_file,
+    randomize,
+    reference_checkpoint,
+    reference_heads,
+    reference_logits,
+)
 from seg_helpers import UPERNET_DIR, build_segmentor
 
 from tinymim.models.segmentors.segmentor_checkpoint import SegmentorCheckpointError
@@ -97,20 +104,6 @@ def test_partial_or_wrong_segmentation_checkpoint_fails_naming_the_keys(tmp_path
     torch.save(reference_checkpoint(backbone, head, aux), tmp_path / 'star.pth')
     with pytest.raises(SegmentorCheckpointError, match=r'of another shape: neck\.upsample_4x\.3\.weight'):
         load_checkpoint(light, str(tmp_path / 'star.pth'))
-
-
-def ft_tstar_file(path, backbone: RefBackbone, grid_side: int):
-    """TinyMIM-FT-Tstar.pth's layout: {'model': ...} from the ImageNet fine-tune at 224 px
-    (here a smaller grid): no gamma, no relative tables, plus fc_norm, head, head_dist."""
-    state = {k: v for k, v in backbone.state_dict().items()
-             if k.startswith(('cls_token', 'dist_token', 'patch_embed', 'blocks', 'conv1x1'))
-             and not k.endswith(('gamma_1', 'gamma_2', 'relative_position_bias_table', 'relative_position_index'))}
-    state['pos_embed'] = torch.randn(1, 2 + grid_side ** 2, DIM) * 0.2
-    state.update({'fc_norm.weight': torch.ones(PROJ), 'fc_norm.bias': torch.zeros(PROJ),
-                  'head.weight': torch.randn(1000, PROJ), 'head.bias': torch.zeros(1000),
-                  'head_dist.weight': torch.randn(1000, PROJ), 'head_dist.bias': torch.zeros(1000)})
-    torch.save({'model': state}, path)
-    return state
 
 
 @torch.no_grad()

@@ -89,15 +89,10 @@ def test_wrong_arch_and_same_path_raise(tmp_path):
 def test_reference_tstar_files(tmp_path):
     """TinyMIM-FT-Tstar.pth keeps its distillation token and conv1x1; a reference (mmseg 0.x)
     TinyMIM*-T segmentation checkpoint gives its backbone, in timm names."""
-    from reference_segmentation import RefBackbone, randomize, reference_checkpoint, reference_heads
+    from reference_segmentation import RefBackbone, ft_tstar_file, randomize, reference_checkpoint, reference_heads
 
     ref = randomize(RefBackbone(32, 2, 4, (4, 4), star=True, proj_dims=48, out=64))
-    state = {k: v for k, v in ref.state_dict().items() if not k.startswith('fpn') and 'relative_position' not in k
-             and 'gamma' not in k}
-    state.update({'fc_norm.weight': torch.ones(48), 'fc_norm.bias': torch.zeros(48),
-                  'head.weight': torch.zeros(10, 48), 'head.bias': torch.zeros(10),
-                  'head_dist.weight': torch.zeros(10, 48), 'head_dist.bias': torch.zeros(10)})
-    torch.save({'model': state}, tmp_path / 'TinyMIM-FT-Tstar.pth')
+    ft_tstar_file(tmp_path / 'TinyMIM-FT-Tstar.pth', ref, grid_side=4)
     out = convert_checkpoint.convert(str(tmp_path / 'TinyMIM-FT-Tstar.pth'), str(tmp_path / 'tstar.pth'))
     assert out['meta']['grid_size'] == [4, 4]
     converted = out['state_dict']
