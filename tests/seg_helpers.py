@@ -54,7 +54,7 @@ train_pipeline = [
 ]
 train_dataloader = dict(batch_size=2, num_workers=0,  # persistent_workers (mmseg's True) is turned off
                         dataset=dict(data_root='{data_root}', pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, dataset=dict(data_root='{data_root}'{val_dataset}))
+val_dataloader = dict(num_workers=0, dataset=dict(data_root='{data_root}'))
 test_dataloader = val_dataloader
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end={iters})]
 train_cfg = dict(max_iters={iters}, val_interval={iters})
@@ -67,13 +67,24 @@ TINY_SYNTHETIC_MODEL = """backbone=dict(arch=dict(_delete_=True, embed_dims=64, 
 
 
 def write_tiny_config(path: str, data_root: str, base: str = SYNTHETIC_CONFIG, model: str = TINY_SYNTHETIC_MODEL,
-                      iters: int = 4, extra: str = '', val_dataset: str = '') -> str:
+                      iters: int = 4, extra: str = '') -> str:
     """A config inheriting ``base`` (default: the synthetic-set config) on a generated data
     set: a tiny ``model``, 64-px crops, ``iters`` iterations, then validation."""
     with open(path, 'w') as f:
-        f.write(TINY_RUN_CONFIG.format(base=base, data_root=data_root, model=model, iters=iters, extra=extra,
-                                       val_dataset=val_dataset))
+        f.write(TINY_RUN_CONFIG.format(base=base, data_root=data_root, model=model, iters=iters, extra=extra))
     return str(path)
+
+
+def set_test_resize(cfg: Config, scale) -> Config:
+    """Resize test images to ``scale`` instead of the config's (2048, 512): in ``test_pipeline``
+    (what mmseg.apis reads) and in the val/test data loaders."""
+    pipelines = [cfg.test_pipeline] + [cfg[k].dataset.pipeline for k in ('val_dataloader', 'test_dataloader')
+                                       if cfg.get(k) and 'pipeline' in cfg[k].dataset]
+    for pipeline in pipelines:
+        for step in pipeline:
+            if step['type'] == 'Resize':
+                step['scale'] = scale
+    return cfg
 
 
 def run_tool(*args, timeout: int = 300) -> subprocess.CompletedProcess:

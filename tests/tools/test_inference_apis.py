@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.runner.checkpoint import save_checkpoint
 from mmseg.apis import MMSegInferencer, inference_model, init_model, show_result_pyplot
-from seg_helpers import UPERNET_DIR, build_segmentor
+from seg_helpers import UPERNET_DIR, build_segmentor, set_test_resize
 
 # One config per test pipeline and backbone kind: the paper configs share the ADE20K
 # test pipeline of mmseg_configs/_base_/datasets/ade20k_tinymim.py (B, S, T and the
@@ -37,10 +37,7 @@ def small(config: str) -> Config:
     cfg.model.neck.pop('mid_channels', None)
     cfg.model.decode_head.channels = 16
     cfg.model.auxiliary_head.channels = 8
-    for pipeline in (cfg.test_pipeline, cfg.test_dataloader.dataset.pipeline):
-        for step in pipeline:
-            if step['type'] == 'Resize':
-                step['scale'] = (128, 32)
+    set_test_resize(cfg, (128, 32))
     assert any(step['type'] == 'ValidateSegLabels' for step in cfg.test_pipeline)
     return cfg
 

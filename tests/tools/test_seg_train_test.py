@@ -8,7 +8,8 @@ import sys
 
 import pytest
 from distill_helpers import load_tool
-from seg_helpers import ROOT, UPERNET_DIR, run_tool, write_tiny_config
+from mmengine.config import Config
+from seg_helpers import ROOT, UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
 
 from tinymim.datasets import make_synthetic_ade20k
 
@@ -89,7 +90,7 @@ def test_missing_resume_checkpoint_is_named(tmp_path):
 
 
 # TinyMIM*-T: the real config, with a 4-block, 32-wide ViT (4 heads, 48-channel projection), the
-# reference's 4x-wide pyramid (128 channels) and a one-window slide test of the 64-px images.
+# reference's 4x-wide pyramid (128 channels), thin heads and a small test resize.
 STAR_CONFIG = osp.join(UPERNET_DIR, 'upernet_tinymim-star-vit-t_8xb2-160k_ade20k-512x512.py')
 STAR = dict(dim=32, depth=4, heads=4, proj=48, pyramid=128, head=16, aux=8)
 STAR_MODEL = f"""backbone=dict(arch=dict(_delete_=True, embed_dims={STAR['dim']}, num_layers={STAR['depth']},
@@ -98,16 +99,9 @@ STAR_MODEL = f"""backbone=dict(arch=dict(_delete_=True, embed_dims={STAR['dim']}
     neck=dict(mid_channels={2 * STAR['dim']}, out_channels={STAR['pyramid']}),
     decode_head=dict(channels={STAR['head']}),
     auxiliary_head=dict(channels={STAR['aux']}),
-    test_cfg=dict(crop_size=crop_size, stride=(43, 43)),
+    test_cfg=dict(crop_size=crop_size, stride=(43, 43)),  # one window per (resized) 64-px image
     pretrained=pretrained"""
-STAR_EXTRA = """optim_wrapper = dict(type='OptimWrapper')  # AmpOptimWrapper needs a GPU
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='ValidateSegLabels', num_classes=150),
-    dict(type='PackSegInputs')
-]"""
+STAR_EXTRA = "optim_wrapper = dict(type='OptimWrapper')  # AmpOptimWrapper needs a GPU"
 
 
 def star_reference():
@@ -125,8 +119,8 @@ def star_trained(trained):
     pretrained = str(tmp / 'TinyMIM-FT-Tstar.pth')
     ft_tstar_file(pretrained, star_reference(), grid_side=3)  # 48 px: resized to the 64-px model's grid
     config = write_tiny_config(str(tmp / 'tiny_star.py'), trained['data_root'], base=STAR_CONFIG, model=STAR_MODEL,
-                               iters=2, extra=STAR_EXTRA + f'\npretrained = {pretrained!r}',
-                               val_dataset=', pipeline=test_pipeline')
+                               iters=2, extra=STAR_EXTRA + f'\npretrained = {pretrained!r}')
+    set_test_resize(Config.fromfile(config), (128, 64)).dump(config)
     work_dir = str(tmp / 'star')
     proc = run_tool('tools/train.py', config, '--work-dir', work_dir)
     return dict(tmp=tmp, config=config, work_dir=work_dir, log=proc.stdout + proc.stderr)
