@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmseg.models.backbones import VisionTransformer as MMSegViT
-from reference_segmentation import reference_index
+from reference_segmentation import RefBackbone, reference_index
 from seg_helpers import build_segmentor
 
 from tinymim.models import TinyMIMViT, ViTPyramidNeck
@@ -37,6 +37,9 @@ def test_star_backbone_runs_at_other_sizes_and_keeps_its_prefix_tokens():
         blk.attn.relative_position_bias_table.normal_()
     outs = model(torch.randn(1, 3, 96, 80))
     assert [tuple(o.shape) for o in outs] == [(1, 32, 6, 5), (1, 32, 6, 5), (1, 24, 6, 5), (1, 24, 6, 5)]
+    # conv1x1's LayerNorm has PyTorch's default eps, as the reference's (random-weight logits cannot tell 1e-5
+    # from the blocks' 1e-6)
+    assert model.conv1x1[0].eps == RefBackbone(32, 1, 4, (4, 4), star=True, proj_dims=24, out=32).conv1x1[0].eps
     assert model.get_layer_depth('dist_token') == (4, 5)  # the reference's rule: not an embedding
     assert model.get_layer_depth('conv1x1.1.weight') == (4, 5)
     assert 'dist_token' in model.no_weight_decay()
