@@ -136,3 +136,24 @@ def test_ft_tstar_file_as_pretrained_and_load_from(tmp_path):
     load_checkpoint(fresh, str(tmp_path / 'TinyMIM-FT-Tstar.pth'))
     for key, value in model.backbone.state_dict().items():
         torch.testing.assert_close(fresh.backbone.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize('kind', ['PT', 'FT'])
+def test_tinymim_pt_and_ft_files_through_mmengines_loader(tmp_path, kind):
+    """TinyMIM-PT-*.pth / TinyMIM-FT-*.pth ({'model': timm keys}) given to the whole segmentor
+    (load_from, tools/test.py) load into the backbone; the neck and heads keep their weights."""
+    from tinymim.models import VisionTransformer
+
+    source = VisionTransformer(dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS), img_size=IMG)
+    state = dict(randomize(source).state_dict())
+    if kind == 'FT':
+        state['fc_norm.weight'], state['fc_norm.bias'] = state.pop('norm.weight'), state.pop('norm.bias')
+        state['head.weight'], state['head.bias'] = torch.randn(1000, DIM), torch.zeros(1000)
+    torch.save({'model': state}, tmp_path / f'TinyMIM-{kind}-T.pth')
+    model = build_segmentor(Config.fromfile(tiny_config(tmp_path, 'b')).model)
+    neck = {k: v.clone() for k, v in model.neck.state_dict().items()}
+    load_checkpoint(model, str(tmp_path / f'TinyMIM-{kind}-T.pth'))
+    for key, value in model.backbone.state_dict().items():
+        if 'relative_position' not in key and '.ls' not in key:
+            torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
+    assert all(torch.equal(neck[k], v) for k, v in model.neck.state_dict().items())
