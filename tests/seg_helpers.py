@@ -27,8 +27,8 @@ def build_segmentor(cfg_model: dict):
 
 
 def tiny_model_cfg(img_size: int = 64, **overrides) -> dict:
-    """The ViT-T recipe's model with a 4-block, 64-wide ViT and thin heads."""
-    cfg = Config.fromfile(config_path('t'))
+    """The ViT-T recipe's model (light decoder) with a 4-block, 64-wide ViT and thin heads."""
+    cfg = Config.fromfile(config_path('t-light'))
     cfg.model.backbone.arch = dict(TINY_ARCH)
     cfg.merge_from_dict({'model.pretrained': None, 'model.backbone.img_size': img_size,
                          'model.backbone.out_indices': [0, 1, 2, 3],
@@ -37,15 +37,13 @@ def tiny_model_cfg(img_size: int = 64, **overrides) -> dict:
     return cfg.model
 
 
-TINY_SYNTHETIC_CONFIG = """
+TINY_RUN_CONFIG = """
 _base_ = '{base}'
 crop_size = (64, 64)
+{extra}
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(_delete_=True, embed_dims=64, num_layers=4, num_heads=2), img_size=crop_size,
-                  out_indices=[0, 1, 2, 3]),
-    decode_head=dict(channels=32),
-    auxiliary_head=dict(channels=16))
+    {model})
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -54,21 +52,39 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs')
 ]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+train_dataloader = dict(batch_size=2, num_workers=0,  # persistent_workers (mmseg's True) is turned off
                         dataset=dict(data_root='{data_root}', pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root='{data_root}'))
+val_dataloader = dict(num_workers=0, dataset=dict(data_root='{data_root}'))
 test_dataloader = val_dataloader
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=4)]
-train_cfg = dict(max_iters=4, val_interval=4)
-default_hooks = dict(logger=dict(interval=2), checkpoint=dict(interval=4))
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end={iters})]
+train_cfg = dict(max_iters={iters}, val_interval={iters})
+default_hooks = dict(logger=dict(interval=2), checkpoint=dict(interval={iters}))
 """
+TINY_SYNTHETIC_MODEL = """backbone=dict(arch=dict(_delete_=True, embed_dims=64, num_layers=4, num_heads=2),
+                  img_size=crop_size, out_indices=[0, 1, 2, 3]),
+    decode_head=dict(channels=32),
+    auxiliary_head=dict(channels=16)"""
 
 
-def write_tiny_synthetic_config(path: str, data_root: str) -> str:
-    """A config inheriting the synthetic-set config, with a tiny model and 4 iterations."""
+def write_tiny_config(path: str, data_root: str, base: str = SYNTHETIC_CONFIG, model: str = TINY_SYNTHETIC_MODEL,
+                      iters: int = 4, extra: str = '') -> str:
+    """A config inheriting ``base`` (default: the synthetic-set config) on a generated data
+    set: a tiny ``model``, 64-px crops, ``iters`` iterations, then validation."""
     with open(path, 'w') as f:
-        f.write(TINY_SYNTHETIC_CONFIG.format(base=SYNTHETIC_CONFIG, data_root=data_root))
+        f.write(TINY_RUN_CONFIG.format(base=base, data_root=data_root, model=model, iters=iters, extra=extra))
     return str(path)
+
+
+def set_test_resize(cfg: Config, scale) -> Config:
+    """Resize test images to ``scale`` instead of the config's (2048, 512): in ``test_pipeline``
+    (what mmseg.apis reads) and in the val/test data loaders."""
+    pipelines = [cfg.test_pipeline] + [cfg[k].dataset.pipeline for k in ('val_dataloader', 'test_dataloader')
+                                       if cfg.get(k) and 'pipeline' in cfg[k].dataset]
+    for pipeline in pipelines:
+        for step in pipeline:
+            if step['type'] == 'Resize':
+                step['scale'] = scale
+    return cfg
 
 
 def run_tool(*args, timeout: int = 300) -> subprocess.CompletedProcess:

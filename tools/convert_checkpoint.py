@@ -1,10 +1,12 @@
 """Convert a ViT checkpoint of any supported format to ours or to timm's.
 
 Supported inputs are those of ``tinymim.models.checkpoint``: official MAE /
-TinyMIM files, timm state dicts, mmseg MAE / BEiT / VisionTransformer
-checkpoints (backbone or whole segmentor), our distillation checkpoints
-(the student's weights) and files with ``module.``/``backbone.``/
-``student.``/``encoder.`` prefixes.
+TinyMIM files (``TinyMIM-FT-Tstar.pth`` included: the ViT keeps its
+distillation token and ``conv1x1``), timm state dicts, mmseg MAE / BEiT /
+VisionTransformer checkpoints and the reference's mmseg 0.x segmentation
+checkpoints (the backbone of a whole segmentor; its pyramid and heads are
+not ViT weights), our distillation checkpoints (the student's weights) and
+files with ``module.``/``backbone.``/``student.``/``encoder.`` prefixes.
 
     python tools/convert_checkpoint.py mae_pretrain_vit_base.pth vit-b.pth
     python tools/convert_checkpoint.py upernet_beit.pth beit-timm.pth --to timm
@@ -57,7 +59,8 @@ def infer_arch(state: dict):
 
 
 def build_matching_vit(state: dict, arch, img_size, grid):
-    """A ViT with the options the weights imply (layer scale, relative bias, final norm)."""
+    """A ViT with the options the weights imply (layer scale, relative bias, final norm,
+    TinyMIM*-T's distillation token and last-block projection)."""
     from tinymim.models.checkpoint import num_blocks
     from tinymim.models.vit import VisionTransformer
 
@@ -74,7 +77,8 @@ def build_matching_vit(state: dict, arch, img_size, grid):
         mlp_ratio=state['blocks.0.mlp.fc1.weight'].shape[0] / proj.shape[0],
         qkv_bias='blocks.0.attn.qkv.bias' in state, use_rel_pos_bias=table is not None,
         layer_scale_init_value=1.0 if 'blocks.0.ls1.gamma' in state else None,
-        final_norm='norm.weight' in state)
+        final_norm='norm.weight' in state, dist_token='dist_token' in state,
+        last_proj_dims=state['conv1x1.1.weight'].shape[0] if 'conv1x1.1.weight' in state else None)
 
 
 def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, prefix=None, grid=None) -> dict:
@@ -94,7 +98,9 @@ def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, p
     arch = arch or infer_arch(conv.state_dict)
     if img_size is not None and len(img_size) == 1:
         img_size = img_size * 2
-    model = build_matching_vit(conv.state_dict, arch, img_size, checkpoint_grid(conv.state_dict, conv.grid, src))
+    prefix_tokens = 2 if 'dist_token' in conv.state_dict else 1  # CLS, and TinyMIM*-T's distillation token
+    grid = checkpoint_grid(conv.state_dict, conv.grid, src, prefix_tokens)
+    model = build_matching_vit(conv.state_dict, arch, img_size, grid)
     load_vit_checkpoint(model, checkpoint, prefix=prefix)
     dtype = conv.state_dict['patch_embed.proj.weight'].dtype  # keep fp16 files fp16
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}

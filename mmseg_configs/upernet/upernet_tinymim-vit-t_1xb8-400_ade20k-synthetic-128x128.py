@@ -1,9 +1,9 @@
-# A CPU-sized run of the ViT-T recipe on the generated ADE20K-format set
+# A CPU-sized run of the ViT-T recipe (light decoder) on the generated ADE20K-format set
 # (tools/dataset_converters/make_synthetic_ade20k.py data/synthetic_ade): 128x128
 # crops, 400 iterations at batch 8, whole-image test. A pipeline check, not an
 # ADE20K result. Set `pretrained` (or --cfg-options model.pretrained=...) to
 # start from a distilled backbone; by default the backbone starts from scratch.
-_base_ = './upernet_tinymim-vit-t_8xb2-160k_ade20k-512x512.py'
+_base_ = './upernet_tinymim-vit-t-light_8xb2-160k_ade20k-512x512.py'
 
 crop_size = (128, 128)
 data_root = 'data/synthetic_ade/ADEChallengeData2016'

@@ -105,3 +105,9 @@ def test_valid_labels_pass_unchanged():
     seg = np.array([[0, 149], [255, 3]], np.uint8)
     out = ValidateSegLabels(num_classes=150).transform(dict(gt_seg_map=seg, seg_map_path='x.png'))
     assert out['gt_seg_map'] is seg
+
+
+def test_images_without_labels_pass_through():
+    """mmseg's inference_model and MMSegInferencer drop LoadAnnotations from the test pipeline."""
+    results = dict(img=np.zeros((2, 2, 3), np.uint8), img_path='a.jpg')
+    assert ValidateSegLabels(num_classes=150).transform(results) is results

@@ -101,3 +101,26 @@ def test_grid_of_a_non_square_checkpoint(tmp_path):
                              '--img-size', '64'])
     square = read_checkpoint(str(tmp_path / 'square.pth'))
     assert square['meta']['grid_size'] == [4, 4] and square['state_dict']['pos_embed'].shape == (1, 17, 64)
+
+
+def test_reference_tstar_files(tmp_path):
+    """TinyMIM-FT-Tstar.pth keeps its distillation token and conv1x1; a reference (mmseg 0.x)
+    TinyMIM*-T segmentation checkpoint gives its backbone, in timm names."""
+    from reference_segmentation import RefBackbone, ft_tstar_file, randomize, reference_checkpoint, reference_heads
+
+    ref = randomize(RefBackbone(32, 2, 4, (4, 4), star=True, proj_dims=48, out=64))
+    ft_tstar_file(tmp_path / 'TinyMIM-FT-Tstar.pth', ref, grid_side=4)
+    out = convert_checkpoint.convert(str(tmp_path / 'TinyMIM-FT-Tstar.pth'), str(tmp_path / 'tstar.pth'))
+    assert out['meta']['grid_size'] == [4, 4]
+    converted = out['state_dict']
+    assert converted['pos_embed'].shape == (1, 18, 32) and 'dist_token' in converted
+    assert converted['conv1x1.1.weight'].shape == (48, 32) and not any(k.startswith(('head', 'fc_norm'))
+                                                                       for k in converted)
+    head, aux = reference_heads(64, 8, 8)
+    torch.save(reference_checkpoint(ref, head, aux), tmp_path / 'upernet_tstar.pth')
+    out = convert_checkpoint.convert(str(tmp_path / 'upernet_tstar.pth'), str(tmp_path / 'tstar_backbone.pth'))
+    assert "'backbone.' weights, BEiT-style keys" in out['meta']['source_format']
+    torch.testing.assert_close(out['state_dict']['blocks.1.ls2.gamma'], ref.blocks[1].gamma_2, rtol=0, atol=0)
+    model = TinyMIMViT(dict(embed_dims=32, num_layers=2, num_heads=4), img_size=64, out_indices=(0, 1),
+                       use_rel_pos_bias=True, layer_scale_init_value=1.0, dist_token=True, last_proj_dims=48)
+    assert load_vit_checkpoint(model, str(tmp_path / 'tstar_backbone.pth'))['fresh'] == []

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 from distill_helpers import load_tool
-from seg_helpers import ROOT, run_tool, write_tiny_synthetic_config
+from mmengine.config import Config
+from seg_helpers import ROOT, UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
 
 from tinymim.datasets import make_synthetic_ade20k
 
@@ -19,7 +20,7 @@ DEMO_CONFIG = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('seg')
     data_root = make_synthetic_ade20k(str(tmp / 'data'), num_train=8, num_val=3, size=64, num_classes=4)
-    config = write_tiny_synthetic_config(str(tmp / 'tiny_synthetic.py'), data_root)
+    config = write_tiny_config(str(tmp / 'tiny_synthetic.py'), data_root)
     work_dir = str(tmp / 'work')
     # Through mim, which finds tools/train.py via the installed package's .mim folder.
     mim = osp.join(osp.dirname(sys.executable), 'mim')
@@ -124,3 +125,76 @@ def test_missing_resume_checkpoint_is_named(tmp_path):
     args = train_tool.parse_args([DEMO_CONFIG, '--resume', str(tmp_path / 'none.pth'), '--work-dir', str(tmp_path)])
     with pytest.raises(FileNotFoundError, match='--resume checkpoint .*none.pth does not exist'):
         train_tool.build_config(args)
+
+
+# TinyMIM*-T: the real config, with a 4-block, 32-wide ViT (4 heads, 48-channel projection), the
+# reference's 4x-wide pyramid (128 channels), thin heads and a small test resize.
+STAR_CONFIG = osp.join(UPERNET_DIR, 'upernet_tinymim-star-vit-t_8xb2-160k_ade20k-512x512.py')
+STAR = dict(dim=32, depth=4, heads=4, proj=48, pyramid=128, head=16, aux=8)
+STAR_MODEL = f"""backbone=dict(arch=dict(_delete_=True, embed_dims={STAR['dim']}, num_layers={STAR['depth']},
+                           num_heads={STAR['heads']}), img_size=crop_size, out_indices=[0, 1, 2, 3],
+                  last_proj_dims={STAR['proj']}),
+    neck=dict(mid_channels={2 * STAR['dim']}, out_channels={STAR['pyramid']}),
+    decode_head=dict(channels={STAR['head']}),
+    auxiliary_head=dict(channels={STAR['aux']}),
+    test_cfg=dict(crop_size=crop_size, stride=(43, 43)),  # one window per (resized) 64-px image
+    pretrained=pretrained"""
+STAR_EXTRA = "optim_wrapper = dict(type='OptimWrapper')  # AmpOptimWrapper needs a GPU"
+
+
+def star_reference():
+    from reference_segmentation import RefBackbone, randomize
+    return randomize(RefBackbone(STAR['dim'], STAR['depth'], STAR['heads'], (4, 4), star=True,
+                                 proj_dims=STAR['proj'], out=STAR['pyramid']))
+
+
+@pytest.fixture(scope='module')
+def star_trained(trained):
+    """Fine-tuned from a file in TinyMIM-FT-Tstar.pth's layout, as the config's recipe."""
+    from reference_segmentation import ft_tstar_file
+
+    tmp = trained['tmp']
+    pretrained = str(tmp / 'TinyMIM-FT-Tstar.pth')
+    ft_tstar_file(pretrained, star_reference(), grid_side=3)  # 48 px: resized to the 64-px model's grid
+    config = write_tiny_config(str(tmp / 'tiny_star.py'), trained['data_root'], base=STAR_CONFIG, model=STAR_MODEL,
+                               iters=2, extra=STAR_EXTRA + f'\npretrained = {pretrained!r}')
+    set_test_resize(Config.fromfile(config), (128, 64)).dump(config)
+    work_dir = str(tmp / 'star')
+    proc = run_tool('tools/train.py', config, '--work-dir', work_dir)
+    return dict(tmp=tmp, config=config, work_dir=work_dir, log=proc.stdout + proc.stderr)
+
+
+def test_star_config_trains_and_evaluates(star_trained):
+    log = star_trained['log']
+    assert 'Iter(train) [2/2]' in log and 'Iter(val) [3/3]' in log and 'mIoU' in log
+    assert 'layer-wise lr decay, rate 0.8' in log
+    assert osp.isfile(osp.join(star_trained['work_dir'], 'iter_2.pth'))
+    assert 'TinyMIM-FT-Tstar.pth [official MAE/TinyMIM file' in log
+    assert 'dropped 6 (fc_norm.* x2, head.* x2, head_dist.* x2), resized 1 (pos_embed 9->16 patches)' in log
+
+
+def test_reference_star_checkpoint_through_the_test_tool(star_trained, tmp_path):
+    """A reference TinyMIM*-T segmentation checkpoint evaluated with tools/test.py predicts what
+    init_model + inference_model predict with it (whose logits are the reference model's:
+    tests/models/test_reference_checkpoints.py)."""
+    import mmcv
+    import torch
+    from mmengine.model import revert_sync_batchnorm
+    from mmseg.apis import inference_model, init_model
+    from reference_segmentation import reference_checkpoint, reference_heads
+
+    backbone = star_reference()
+    head, aux = reference_heads(STAR['pyramid'], STAR['head'], STAR['aux'])
+    checkpoint = str(tmp_path / 'upernet_tinymim_star_reference.pth')
+    torch.save(reference_checkpoint(backbone, head, aux), checkpoint)
+    out_dir = str(tmp_path / 'preds')
+    metrics = load_tool('test').main([star_trained['config'], checkpoint, '--work-dir', str(tmp_path / 'test'),
+                                      '--out', out_dir])
+    assert 'mIoU' in metrics
+    model = revert_sync_batchnorm(init_model(star_trained['config'], checkpoint, device='cpu'))
+    images = sorted(glob.glob(osp.join(star_trained['tmp'], 'data', '**', 'validation', '*.jpg'), recursive=True))
+    assert len(images) == 3
+    for image in images:
+        expected = inference_model(model, image).pred_sem_seg.data[0].numpy() + 1  # ADE20K ids (reduce_zero_label)
+        written = mmcv.imread(osp.join(out_dir, osp.basename(image)[:-4] + '.png'), 'unchanged')
+        assert (written == expected).all(), image

@@ -13,6 +13,10 @@ class ValidateSegLabels(BaseTransform):
     with ``reduce_zero_label`` this means raw PNG values 0..num_classes and
     255. Without the check, out-of-range ids silently corrupt the loss and
     the IoU histogram.
+
+    Images without a label map pass through unchanged: mmseg's
+    ``inference_model`` and ``MMSegInferencer`` drop ``LoadAnnotations``
+    from the test pipeline, and inference has no labels to check.
     """
 
     def __init__(self, num_classes: int = 150, ignore_index: int = 255):
@@ -20,7 +24,9 @@ class ValidateSegLabels(BaseTransform):
         self.ignore_index = ignore_index
 
     def transform(self, results: dict) -> dict:
-        seg = results['gt_seg_map']
+        seg = results.get('gt_seg_map')
+        if seg is None:
+            return results
         values = np.unique(seg)
         bad = values[(values >= self.num_classes) & (values != self.ignore_index)]
         if bad.size:

@@ -11,6 +11,8 @@ Used by every tinymim config through ``runner_type='TinyMIMRunner'`` in
   skipping partial or foreign ``.pth`` files with a warning;
 - adds ``ExactResumeHook`` (RNG states, mid-epoch position) and ``NonFiniteLossHook``
   unless the config lists them;
+- turns ``persistent_workers`` off for a data loader with ``num_workers=0`` (mmseg's bases
+  set it, and PyTorch refuses it without workers);
 - gives every data loader its own seeded ``torch.Generator`` so that starting a data
   loader iterator does not draw from the global RNG, and wraps the data set of a
   ``ResumableSampler`` loader in ``SampleSeededDataset``;
@@ -123,6 +125,11 @@ class TinyMIMRunner(Runner):
     def build_dataloader(dataloader, seed=None, diff_rank_seed=False):
         if isinstance(dataloader, dict):
             dataloader = copy.deepcopy(dataloader)
+            if dataloader.get('num_workers', 0) == 0 and dataloader.get('persistent_workers'):
+                # mmseg's bases set persistent_workers=True; PyTorch refuses it without workers.
+                print_log('num_workers=0: persistent_workers turned off (it needs worker processes)',
+                          logger='current')
+                dataloader['persistent_workers'] = False
             sampler_type = dataloader.get('sampler', {}).get('type')
             sampler_cls = DATA_SAMPLERS.get(sampler_type) if isinstance(sampler_type, str) else sampler_type
             if getattr(sampler_cls, 'yields_sample_seeds', False):

@@ -9,6 +9,10 @@ names (the names ``VisionTransformer`` uses):
 * mmseg ``MAE``/``BEiT`` (``layers.i.ln1``, ``attn.q_bias``/``v_bias``,
   ``gamma_1``, ``ffn.layers.0.0``, ``patch_embed.projection``, final ``ln1``)
   and mmseg ``VisionTransformer`` (``attn.attn.in_proj_weight``, ``out_proj``);
+* BEiT-style keys (``blocks.i.gamma_1``/``gamma_2``), as the reference
+  TinyMIM segmentation code (mmseg 0.x) saves its backbones; their
+  ``fpn1..fpn4`` pyramid is not a ViT weight (the segmentor moves it to the
+  neck, see ``segmentors.segmentor_checkpoint``);
 * mmengine checkpoints (``{'state_dict': ..., 'meta': ...}``): ours, mmseg
   segmentors (``backbone.`` weights) and the distiller (``student.``
   weights; ``teacher.`` weights are ignored);
@@ -42,13 +46,14 @@ CONTAINERS = {
 PREFIXES = ('module.', 'student.', 'backbone.', 'encoder.')
 LAYOUTS = {
     'timm': 'timm keys',
+    'beit': 'BEiT-style keys (blocks.i.gamma_1)',
     'mmseg-mae': 'mmseg MAE keys',
     'mmseg-beit': 'mmseg BEiT keys',
     'mmseg-vit': 'mmseg VisionTransformer keys',
 }
 # Heads, fine-tuning norms, MAE decoder and derived buffers: never backbone weights.
 NON_BACKBONE_KEYS = ('head.*', 'head_dist.*', 'fc_norm.*', 'mask_token', 'decoder_*', 'decoder.*',
-                     '*.relative_position_index')
+                     '*.relative_position_index', 'fpn1.*', 'fpn2.*', 'fpn3.*', 'fpn4.*')
 # Keys a model may lack in a checkpoint and keep at their initial value.
 FRESH_BY_DESIGN = ('*.relative_position_bias_table', '*.ls1.gamma', '*.ls2.gamma')
 
@@ -65,6 +70,8 @@ MMSEG_RENAMES = [
     (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
     (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
     (r'^layers\.(\d+)\.attn\.', r'blocks.\1.attn.'),
+    (r'^blocks\.(\d+)\.gamma_1$', r'blocks.\1.ls1.gamma'),  # BEiT-style layer scale
+    (r'^blocks\.(\d+)\.gamma_2$', r'blocks.\1.ls2.gamma'),
 ]
 
 
@@ -190,7 +197,7 @@ def _detect_layout(state: dict) -> str:
             return 'mmseg-beit'
         return 'mmseg-mae'
     if any(k.startswith('blocks.') for k in keys):
-        return 'timm'
+        return 'beit' if any(k.endswith(('.gamma_1', '.q_bias')) for k in keys) else 'timm'
     raise ValueError(f'no ViT weights found: expected blocks.* or layers.* keys, got {keys[:8]}')
 
 
@@ -209,7 +216,7 @@ def detect_format(checkpoint: dict, prefix: Optional[str] = None) -> CheckpointF
 
 
 def _from_mmseg(state: dict, layout: str) -> Tuple[dict, List[str]]:
-    """Rename mmseg keys to timm keys; returns the new dict and the zero-filled keys."""
+    """Rename mmseg (and BEiT-style) keys to timm keys; returns the new dict and the zero-filled keys."""
     out = {}
     for key, value in state.items():
         for pattern, repl in MMSEG_RENAMES:
@@ -294,22 +301,26 @@ def _fold_layer_scale(state: dict, gamma_key: str) -> None:
     state[f'{linear}.bias'] = state[f'{linear}.bias'] * gamma
 
 
-def checkpoint_grid(state: dict, grid: Optional[Sequence[int]], source: str) -> Tuple[int, int]:
+def checkpoint_grid(state: dict, grid: Optional[Sequence[int]], source: str,
+                    prefix_tokens: int = 1) -> Tuple[int, int]:
     """The token grid (H, W) a checkpoint's ``pos_embed`` and relative-bias
     tables were made for: its ``meta.grid_size``, else square (official MAE,
     TinyMIM and mmseg files are). Weights that do not fit that grid raise: a
-    non-square grid is never guessed."""
+    non-square grid is never guessed. ``prefix_tokens``: CLS (1), or CLS and
+    the TinyMIM*-T distillation token (2)."""
     pos = state.get('pos_embed')
     rows = sorted({v.shape[0] for k, v in state.items() if k.endswith('relative_position_bias_table')})
+    extra = 3 * prefix_tokens  # bias-table rows of the prefix tokens
     if grid is None:
-        side = math.isqrt(pos.shape[1] - 1) if pos is not None else (math.isqrt(rows[-1] - 3) + 1) // 2
+        side = (math.isqrt(pos.shape[1] - prefix_tokens) if pos is not None
+                else (math.isqrt(rows[-1] - extra) + 1) // 2)
         grid, problem = (side, side), 'records no grid (meta.grid_size) and its weights do not fit a square one'
     else:
         grid = tuple(int(g) for g in grid)
         problem = f'records the grid {grid[0]}x{grid[1]} (meta.grid_size), which its weights do not fit'
-    if ((pos is not None and pos.shape[1] - 1 != grid[0] * grid[1])
-            or any(r != (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3 for r in rows)):
-        found = ', '.join(([f'pos_embed with {pos.shape[1] - 1} patches'] if pos is not None else [])
+    if ((pos is not None and pos.shape[1] - prefix_tokens != grid[0] * grid[1])
+            or any(r != (2 * grid[0] - 1) * (2 * grid[1] - 1) + extra for r in rows)):
+        found = ', '.join(([f'pos_embed with {pos.shape[1] - prefix_tokens} patches'] if pos is not None else [])
                           + ([f'relative-bias tables of {"/".join(map(str, rows))} rows'] if rows else []))
         raise ValueError(f'{source} {problem} ({found}): it was trained on non-square inputs. Give the token '
                          'grid it was trained for (patch rows and columns): python tools/convert_checkpoint.py '
@@ -324,6 +335,11 @@ def _match_model(model: torch.nn.Module, conv: ConvertedCheckpoint, source: str)
     if src_depth != dst_depth:
         raise ValueError(f'{source} has {src_depth} blocks but the model has {dst_depth}: '
                          'choose the arch the checkpoint was trained with')
+    if ('dist_token' in state) != ('dist_token' in target) and 'cls_token' in state:
+        has, lacks = ('the checkpoint', 'the model') if 'dist_token' in state else ('the model', 'the checkpoint')
+        raise ValueError(f'{source}: {has} has a distillation token (dist_token, TinyMIM*-T) and {lacks} has '
+                         'none; build the ViT with dist_token=' + str('dist_token' in state))
+    prefix_tokens = getattr(model, 'num_prefix_tokens', 1)
     dropped, folded, resized = [], [], []
     for key in [k for k in state if k not in target]:
         if key.endswith(('.ls1.gamma', '.ls2.gamma')):
@@ -339,13 +355,13 @@ def _match_model(model: torch.nn.Module, conv: ConvertedCheckpoint, source: str)
         if want is None or value.shape == want.shape or value.shape[-1] != want.shape[-1]:
             continue  # a width mismatch is reported below, not resized
         if key == 'pos_embed':
-            grid = checkpoint_grid(conv.state_dict, conv.grid, source)
-            state[key] = resize_pos_embed(value, model.grid_size, grid)
-            resized.append(f'pos_embed {value.shape[1] - 1}->{want.shape[1] - 1} patches')
+            grid = checkpoint_grid(conv.state_dict, conv.grid, source, prefix_tokens)
+            state[key] = resize_pos_embed(value, model.grid_size, grid, prefix_tokens)
+            resized.append(f'pos_embed {value.shape[1] - prefix_tokens}->{want.shape[1] - prefix_tokens} patches')
         elif key.endswith('.relative_position_bias_table'):
             window = model.get_submodule(key.rsplit('.', 1)[0]).window
-            grid = checkpoint_grid(conv.state_dict, conv.grid, source)
-            state[key] = resize_relative_bias_table(value, window, grid)
+            grid = checkpoint_grid(conv.state_dict, conv.grid, source, prefix_tokens)
+            state[key] = resize_relative_bias_table(value, window, grid, prefix_tokens)
             resized.append(key)
     mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
                   if k in target and v.shape != target[k].shape]
@@ -360,6 +376,63 @@ def _match_model(model: torch.nn.Module, conv: ConvertedCheckpoint, source: str)
     if folded:
         notes.append(f'folded {summarize_keys(folded)} into attn.proj/mlp.fc2')
     return state, dropped, notes
+
+
+class PreparedWeights(NamedTuple):
+    state_dict: Dict[str, torch.Tensor]  # every key of the model: converted weights, fresh ones at the model's values
+    format: CheckpointFormat
+    missing: List[str]
+    unexpected: List[str]
+    fresh: List[str]
+    dropped: List[str]
+    notes: List[str]
+
+    def report(self) -> dict:
+        return dict(missing=self.missing, unexpected=self.unexpected, fresh=self.fresh, dropped=self.dropped)
+
+    def summary(self) -> str:
+        extra = ''.join(f', {n}' for n in self.notes)
+        return (f'{len(self.state_dict) - len(self.missing) - len(self.fresh)} tensors, '
+                f'missing {summarize_keys(self.missing)}, unexpected {summarize_keys(self.unexpected)}, '
+                f'fresh {summarize_keys(self.fresh)}, dropped {summarize_keys(self.dropped)}{extra}')
+
+
+def prepare_vit_state_dict(model: torch.nn.Module, checkpoint: dict, source: str = 'the given checkpoint',
+                           prefix: Optional[str] = None, fresh_keys: Sequence[str] = (), strict: bool = True,
+                           fresh_by_design: bool = True) -> PreparedWeights:
+    """Convert a loaded checkpoint for ``model`` without loading it (see ``load_vit_checkpoint``).
+
+    With ``fresh_by_design=False`` only ``fresh_keys`` may be missing (a
+    segmentation checkpoint must bring every backbone weight).
+    """
+    try:
+        conv = to_timm_state_dict(checkpoint, prefix)
+    except ValueError as err:
+        raise ValueError(f'{source}: {err}') from err
+    state, dropped, notes = _match_model(model, conv, source)
+    target = model.state_dict()
+    fresh_patterns = list(fresh_keys)
+    if fresh_by_design:
+        fresh_patterns += list(FRESH_BY_DESIGN) + list(conv.lacks)
+        if getattr(model, 'pos_embed_type', None) == 'sincos':
+            fresh_patterns.append('pos_embed')
+    missing = [k for k in target if k not in state]
+    fresh = [k for k in missing if _matches(k, fresh_patterns)]
+    missing = [k for k in missing if k not in fresh]
+    unexpected = [k for k in state if k not in target]
+    if strict and (missing or unexpected):
+        hint = ''
+        if any(k.endswith('relative_position_bias_table') for k in unexpected):
+            hint = 'the checkpoint has relative position bias: build the model with use_rel_pos_bias=True; '
+        if any(k.startswith('conv1x1.') for k in unexpected + missing):
+            hint += ('conv1x1 is the TinyMIM*-T last-block projection: build the ViT with last_proj_dims '
+                     'matching the checkpoint (1280), or without; ')
+        raise ValueError(f'{source} [{conv.format}] does not match the model: missing {summarize_keys(missing)}, '
+                         f'unexpected {summarize_keys(unexpected)}; {hint}pass fresh_keys for weights that may '
+                         'start fresh, or strict=False to load only what matches')
+    # Fresh keys keep the model's current values, so nothing is ever half-loaded.
+    merged = {**target, **{k: v for k, v in state.items() if k in target}}
+    return PreparedWeights(merged, conv.format, missing, unexpected, fresh, list(conv.dropped) + dropped, notes)
 
 
 def load_vit_checkpoint(model: torch.nn.Module, filename_or_state_dict: Union[str, dict],
@@ -382,31 +455,7 @@ def load_vit_checkpoint(model: torch.nn.Module, filename_or_state_dict: Union[st
     else:
         source = str(filename_or_state_dict)
         checkpoint = read_checkpoint(source, map_location)
-    try:
-        conv = to_timm_state_dict(checkpoint, prefix)
-    except ValueError as err:
-        raise ValueError(f'{source}: {err}') from err
-    state, dropped, notes = _match_model(model, conv, source)
-    target = model.state_dict()
-    fresh_patterns = list(FRESH_BY_DESIGN) + list(conv.lacks) + list(fresh_keys)
-    if getattr(model, 'pos_embed_type', None) == 'sincos':
-        fresh_patterns.append('pos_embed')
-    missing = [k for k in target if k not in state]
-    fresh = [k for k in missing if _matches(k, fresh_patterns)]
-    missing = [k for k in missing if k not in fresh]
-    unexpected = [k for k in state if k not in target]
-    if strict and (missing or unexpected):
-        hint = ''
-        if any(k.endswith('relative_position_bias_table') for k in unexpected):
-            hint = 'the checkpoint has relative position bias: build the model with use_rel_pos_bias=True; '
-        raise ValueError(f'{source} [{conv.format}] does not match the model: missing {summarize_keys(missing)}, '
-                         f'unexpected {summarize_keys(unexpected)}; {hint}pass fresh_keys for weights that may '
-                         'start fresh, or strict=False to load only what matches')
-    # Fresh keys keep the model's current values, so nothing is ever half-loaded.
-    model.load_state_dict({**target, **{k: v for k, v in state.items() if k in target}}, strict=True)
-    dropped = list(conv.dropped) + dropped
-    extra = ''.join(f', {n}' for n in notes)
-    print_log(f'Loaded {source} [{conv.format}]: {len(state) - len(unexpected)} tensors, '
-              f'missing {summarize_keys(missing)}, unexpected {summarize_keys(unexpected)}, '
-              f'fresh {summarize_keys(fresh)}, dropped {summarize_keys(dropped)}{extra}', logger=logger)
-    return dict(missing=missing, unexpected=unexpected, fresh=fresh, dropped=dropped)
+    prepared = prepare_vit_state_dict(model, checkpoint, source, prefix, fresh_keys, strict)
+    model.load_state_dict(prepared.state_dict, strict=True)
+    print_log(f'Loaded {source} [{prepared.format}]: {prepared.summary()}', logger=logger)
+    return prepared.report()

@@ -56,10 +56,15 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_size: Sequence[int], old_size:
     return torch.cat([prefix, grid], dim=1)
 
 
-def relative_position_index(window: Tuple[int, int]) -> torch.Tensor:
-    """BEiT's index into the relative-bias table for (1 + H*W)^2 token pairs.
+def relative_position_index(window: Tuple[int, int], num_prefix_tokens: int = 1) -> torch.Tensor:
+    """BEiT's index into the relative-bias table for (prefix + H*W)^2 token pairs.
 
-    The last three table rows hold CLS->token, token->CLS and CLS->CLS.
+    Each prefix token owns three rows after the (2H-1)(2W-1) grid rows:
+    prefix->token, token->prefix and prefix->itself. With one prefix token
+    (CLS) these are BEiT's last three rows. With two (CLS and the TinyMIM*-T
+    distillation token), the distillation token's three come first and the
+    CLS token's last, and the CLS rows also cover CLS<->distillation pairs,
+    as in the reference TinyMIM*-T segmentation backbone.
     """
     wh, ww = window
     coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing='ij')).flatten(1)
@@ -68,30 +73,34 @@ def relative_position_index(window: Tuple[int, int]) -> torch.Tensor:
     rel[:, :, 1] += ww - 1
     rel[:, :, 0] *= 2 * ww - 1
     num_rel = (2 * wh - 1) * (2 * ww - 1)
-    index = torch.zeros((wh * ww + 1, wh * ww + 1), dtype=torch.long)
-    index[1:, 1:] = rel.sum(-1)
-    index[0, 0:] = num_rel
-    index[0:, 0] = num_rel + 1
-    index[0, 0] = num_rel + 2
+    p = num_prefix_tokens
+    index = torch.zeros((wh * ww + p, wh * ww + p), dtype=torch.long)
+    index[p:, p:] = rel.sum(-1)
+    for token in reversed(range(p)):  # the CLS token (0) last: its rows win on prefix<->prefix pairs
+        row = num_rel + 3 * (p - 1 - token)
+        index[token, :] = row
+        index[:, token] = row + 1
+        index[token, token] = row + 2
     return index
 
 
-def relative_bias_table_size(window: Tuple[int, int]) -> int:
-    return (2 * window[0] - 1) * (2 * window[1] - 1) + 3
+def relative_bias_table_size(window: Tuple[int, int], num_prefix_tokens: int = 1) -> int:
+    return (2 * window[0] - 1) * (2 * window[1] - 1) + 3 * num_prefix_tokens
 
 
 def resize_relative_bias_table(table: torch.Tensor, new_window: Sequence[int],
-                               old_window: Sequence[int] = None) -> torch.Tensor:
-    """Bicubically resize a BEiT relative-bias table ((2H-1)(2W-1) + 3, heads).
+                               old_window: Sequence[int] = None, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Bicubically resize a BEiT relative-bias table ((2H-1)(2W-1) + 3 per prefix token, heads).
 
-    The three CLS entries are kept; the (2H-1, 2W-1) grid is interpolated as
-    timm's ``resize_rel_pos_bias_table`` does.
+    The prefix-token entries are kept; the (2H-1, 2W-1) grid is interpolated
+    as timm's ``resize_rel_pos_bias_table`` does.
     """
-    num_rel = table.shape[0] - 3
+    num_rel = table.shape[0] - 3 * num_prefix_tokens
     if old_window is None:
-        side = int(math.isqrt(num_rel))
+        side = int(math.isqrt(max(num_rel, 0)))
         if side * side != num_rel or side % 2 == 0:
-            raise ValueError(f'cannot infer the window of a relative-bias table with {table.shape[0]} rows')
+            raise ValueError(f'cannot infer the window of a relative-bias table with {table.shape[0]} rows '
+                             f'({num_prefix_tokens} prefix token(s))')
         old_window = ((side + 1) // 2, (side + 1) // 2)
     old_grid = (2 * old_window[0] - 1, 2 * old_window[1] - 1)
     new_grid = (2 * new_window[0] - 1, 2 * new_window[1] - 1)

@@ -102,7 +102,8 @@ class Attention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0., window: Optional[Tuple[int, int]] = None, attn_impl: str = 'auto'):
+                 proj_drop: float = 0., window: Optional[Tuple[int, int]] = None, attn_impl: str = 'auto',
+                 num_prefix_tokens: int = 1):
         super().__init__()
         check_heads(dim, num_heads)
         if attn_impl not in ATTN_IMPLS:
@@ -114,10 +115,11 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.window = tuple(window) if window else None
+        self.num_prefix_tokens = num_prefix_tokens
         if self.window:
             self.relative_position_bias_table = nn.Parameter(
-                torch.zeros(relative_bias_table_size(self.window), num_heads))
-            self.register_buffer('relative_position_index', relative_position_index(self.window),
+                torch.zeros(relative_bias_table_size(self.window, num_prefix_tokens), num_heads))
+            self.register_buffer('relative_position_index', relative_position_index(self.window, num_prefix_tokens),
                                  persistent=False)
 
     def split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None, norm: Optional[nn.LayerNorm] = None):
@@ -174,8 +176,8 @@ class Attention(nn.Module):
         if tuple(grid) == self.window:
             index = self.relative_position_index
         else:
-            table = resize_relative_bias_table(table, grid, self.window)
-            index = relative_position_index(grid).to(table.device)
+            table = resize_relative_bias_table(table, grid, self.window, self.num_prefix_tokens)
+            index = relative_position_index(grid, self.num_prefix_tokens).to(table.device)
         return table.t().contiguous(), index
 
     def use_chunked(self, q: torch.Tensor) -> bool:
@@ -193,9 +195,9 @@ class Attention(nn.Module):
         while autograd records, see ``lean_linear``)."""
         b, n, c = x.shape
         q, k, v = self.split_heads(x, norm=norm)
-        if self.window and n != grid[0] * grid[1] + 1:
-            raise ValueError('relative position bias needs the full token grid plus CLS '
-                             f'({grid[0]}x{grid[1]}+1), got {n} tokens (masked input?)')
+        if self.window and n != grid[0] * grid[1] + self.num_prefix_tokens:
+            raise ValueError('relative position bias needs the full token grid plus the prefix tokens '
+                             f'({grid[0]}x{grid[1]}+{self.num_prefix_tokens}), got {n} tokens (masked input?)')
         if self.window and self.use_chunked(q):
             x = chunked_biased_attention(q, k, v, *self.bias_table_and_index(grid))
         else:
@@ -254,10 +256,10 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
                  layer_scale: Optional[float] = None, window: Optional[Tuple[int, int]] = None,
-                 norm_eps: float = 1e-6, attn_impl: str = 'auto'):
+                 norm_eps: float = 1e-6, attn_impl: str = 'auto', num_prefix_tokens: int = 1):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, window, attn_impl)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, window, attn_impl, num_prefix_tokens)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -312,12 +314,19 @@ class VisionTransformer(BaseModule):
         drop_path_rate / drop_path_schedule: stochastic depth, ``'linear'``
             (0 -> rate over depth) or ``'constant'`` (rate on every block).
         final_norm: build the final ``norm``.
+        dist_token: a DeiT-style distillation token after the CLS token, as
+            TinyMIM*-T has (``pos_embed`` then covers 2 + H*W tokens and the
+            relative-bias tables hold 3 more rows, see
+            ``pos_embed.relative_position_index``).
+        last_proj_dims: TinyMIM*-T's extra projection of the last block:
+            ``conv1x1 = LayerNorm(embed_dims) -> Linear(embed_dims,
+            last_proj_dims) -> GELU`` (the reference's module and key names;
+            LayerNorm with PyTorch's default eps 1e-5, as there). The
+            segmentation backbone applies it to the last block's tokens.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads any
             supported checkpoint format (see ``tinymim.models.checkpoint``);
             optional ``prefix``, ``map_location`` and ``fresh_keys``.
     """
-
-    num_prefix_tokens = 1
 
     def __init__(self, arch: Union[str, dict] = 'base', img_size: Union[int, Sequence[int]] = 224,
                  patch_size: Optional[int] = None, in_channels: int = 3,
@@ -327,7 +336,8 @@ class VisionTransformer(BaseModule):
                  layer_scale_init_value: Optional[float] = None, drop_rate: float = 0.,
                  attn_drop_rate: float = 0., drop_path_rate: float = 0.,
                  drop_path_schedule: str = 'linear', final_norm: bool = True,
-                 norm_eps: float = 1e-6, attn_impl: str = 'auto', init_cfg: Optional[dict] = None):
+                 norm_eps: float = 1e-6, attn_impl: str = 'auto', dist_token: bool = False,
+                 last_proj_dims: Optional[int] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         settings = resolve_arch(arch)
         self.embed_dims = settings['embed_dims']
@@ -347,10 +357,12 @@ class VisionTransformer(BaseModule):
         if drop_path_schedule not in ('linear', 'constant'):
             raise ValueError(f"drop_path_schedule must be 'linear' or 'constant', got {drop_path_schedule!r}")
         self.pos_embed_type = pos_embed_type
+        self.num_prefix_tokens = 2 if dist_token else 1
 
         self.patch_embed = PatchEmbed(self.patch_size, in_channels, self.embed_dims)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        num_tokens = self.grid_size[0] * self.grid_size[1] + 1
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) if dist_token else None
+        num_tokens = self.grid_size[0] * self.grid_size[1] + self.num_prefix_tokens
         # A fixed sin-cos table stays a (frozen) parameter, as in MAE, so the
         # state dict keeps timm's keys.
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, self.embed_dims),
@@ -363,8 +375,14 @@ class VisionTransformer(BaseModule):
         window = self.grid_size if use_rel_pos_bias else None
         self.blocks = nn.ModuleList([
             Block(self.embed_dims, self.num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                  rates[i], layer_scale_init_value, window, norm_eps, attn_impl) for i in range(self.num_layers)])
+                  rates[i], layer_scale_init_value, window, norm_eps, attn_impl, self.num_prefix_tokens)
+            for i in range(self.num_layers)])
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps) if final_norm else None
+        if last_proj_dims is not None and last_proj_dims <= 0:
+            raise ValueError(f'last_proj_dims must be a positive width or None, got {last_proj_dims}')
+        self.last_proj_dims = last_proj_dims
+        self.conv1x1 = nn.Sequential(nn.LayerNorm(self.embed_dims), nn.Linear(self.embed_dims, last_proj_dims),
+                                     nn.GELU()) if last_proj_dims else None
         self.reset_parameters()
 
     # ----------------------------------------------------------------- init
@@ -375,8 +393,12 @@ class VisionTransformer(BaseModule):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.normal_(self.cls_token, std=.02)
+        if self.dist_token is not None:
+            nn.init.normal_(self.dist_token, std=.02)
         if self.pos_embed_type == 'sincos':
-            self.pos_embed.data.copy_(sincos_2d_pos_embed(self.embed_dims, self.grid_size))
+            self.pos_embed.data.zero_()  # zero prefix-token entries, as MAE's CLS entry
+            self.pos_embed.data[:, self.num_prefix_tokens:] = sincos_2d_pos_embed(self.embed_dims, self.grid_size,
+                                                                                  cls_token=False)
         else:
             nn.init.trunc_normal_(self.pos_embed, std=.02)
         for m in self.modules():
@@ -400,7 +422,7 @@ class VisionTransformer(BaseModule):
 
     def no_weight_decay(self) -> set:
         """Parameter names that should not be weight-decayed (besides biases and norms)."""
-        names = {'cls_token', 'pos_embed'}
+        names = {'cls_token', 'pos_embed'} | ({'dist_token'} if self.dist_token is not None else set())
         names.update(n for n, _ in self.named_parameters() if n.endswith('relative_position_bias_table'))
         return names
 
@@ -408,7 +430,10 @@ class VisionTransformer(BaseModule):
         """Layer id for layer-wise lr decay, and the number of layer ids.
 
         Embeddings are layer 0, block i is layer i + 1, everything else
-        (final norm, anything outside ``prefix``) is layer ``num_layers + 1``.
+        (final norm, ``conv1x1``, anything outside ``prefix``) is layer
+        ``num_layers + 1``. So is ``dist_token``: the reference's rule names
+        only ``cls_token``, ``pos_embed`` and ``patch_embed`` as embeddings,
+        and its TinyMIM*-T run trained the distillation token at the full lr.
         """
         num_ids = self.num_layers + 2
         if not param_name.startswith(prefix):
@@ -422,20 +447,21 @@ class VisionTransformer(BaseModule):
 
     # -------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor, token_index: Optional[torch.Tensor] = None):
-        """Patch + position embedding with CLS prepended.
+        """Patch + position embedding with CLS (and the distillation token) prepended.
 
         ``token_index`` (B, K) keeps only those patch tokens (MAE masking;
-        CLS is always kept). Returns tokens and the full patch grid.
+        the prefix tokens are always kept). Returns tokens and the full patch grid.
         """
         x, grid = self.patch_embed(x)
-        pos = self.pos_embed
+        pos, p = self.pos_embed, self.num_prefix_tokens
         if grid != self.grid_size:
-            pos = resize_pos_embed(pos, grid, self.grid_size)
-        x = x + pos[:, 1:]
+            pos = resize_pos_embed(pos, grid, self.grid_size, p)
+        x = x + pos[:, p:]
         if token_index is not None:
             x = torch.gather(x, 1, token_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
-        return self.pos_drop(torch.cat([cls, x], dim=1)), grid
+        prefix = self.cls_token if self.dist_token is None else torch.cat([self.cls_token, self.dist_token], 1)
+        prefix = (prefix + pos[:, :p]).expand(x.shape[0], -1, -1)
+        return self.pos_drop(torch.cat([prefix, x], dim=1)), grid
 
     def forward_blocks(self, x: torch.Tensor, out_indices: Iterable[int]) -> Dict[int, torch.Tensor]:
         """Outputs of the blocks in ``out_indices`` (0-based); stops after the last one."""
