@@ -42,7 +42,7 @@ step() {  # step "description" command...
   local desc=$1; shift
   local t0; t0=$(date +%s)
   echo "[install] $desc ..."
-  "$@"
+  "$@" || return $?
   echo "[install] $desc: done in $(( $(date +%s) - t0 ))s"
 }
 
@@ -68,7 +68,8 @@ have() { "$PY" - "$@" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
 name, want = sys.argv[1], sys.argv[2]
-sys.exit(0 if version(name).split('+')[0] == want else 1)
+have = version(name)
+sys.exit(0 if want in (have, have.split('+')[0]) else 1)  # 2.14.1 is any local build, 2.14.1+cpu only that one
 PY
 }
 
@@ -121,16 +122,22 @@ mmcv_prepare_source() {  # DIR LOG: everything before the compile; the tree is D
 }
 
 build_progress() {  # LOG T0 PID: a line every 30 s while PID runs
-  local log=$1 t0=$2 pid=$3 now last=$2 done_ line
+  local log=$1 t0=$2 pid=$3 now last=$2 step done_ total file msg
   while kill -0 "$pid" 2>/dev/null; do
     sleep 2
     now=$(date +%s)
     (( now - last >= 30 )) || continue
     last=$now
-    # ninja numbers its compile steps: [done/total]
-    done_=$(grep -oE '^ *\[[0-9]+/[0-9]+\]' "$log" 2>/dev/null | tail -n 1 | tr -d '[] ' || true)
-    line=$(tail -n 1 "$log" 2>/dev/null | cut -c 1-100 || true)
-    echo "[install]   mmcv build: $(minsec $(( now - t0 ))) elapsed, ${done_:+compiled $done_ steps, }last: ${line:-(no output yet)}"
+    # ninja numbers its steps (one per source file, then the link): [done/total] ... FILE.cpp
+    step=$(grep -E '^ *\[[0-9]+/[0-9]+\]' "$log" 2>/dev/null | tail -n 1 || true)
+    if [ -n "$step" ]; then
+      done_=$(sed -E 's#^ *\[([0-9]+)/.*#\1#' <<<"$step"); total=$(sed -E 's#^ *\[[0-9]+/([0-9]+)\].*#\1#' <<<"$step")
+      file=$(grep -oE '[^ ]+\.(cpp|cu|cc|mm) ' <<<"$step" | tail -n 1 | tr -d ' ' || true)
+      msg="step $done_/$total${file:+ (${file##*/})}, about $(minsec $(( (now - t0) * (total - done_) / done_ ))) left at this pace"
+    else
+      msg="last log line: $(tail -n 1 "$log" 2>/dev/null | sed -E 's/^ +//' | cut -c 1-90 || true)"
+    fi
+    echo "[install]   mmcv build: $(minsec $(( now - t0 ))) elapsed, $msg"
   done
 }
 
@@ -186,7 +193,7 @@ install_mmcv() {
   done
   if [ -z "$wheel" ]; then
     echo "[install] no mmcv $MMCV_VERSION $tag wheel in TINYMIM_WHEELHOUSE or $cache;" \
-         "building it from source (measured $MMCV_BUILD_TIME), then caching it there"
+         "building it from source and caching it there"
     build_mmcv_wheel "$cache"
     wheel=$(ls "$cache"/mmcv-$MMCV_VERSION-$tag-*.whl | head -n 1)
   fi
@@ -217,8 +224,10 @@ main() {
   if have torch "${TORCH_SPEC#*==}" && have torchvision "${TORCHVISION_SPEC#*==}"; then
     echo "[install] $TORCH_SPEC and $TORCHVISION_SPEC already present"
   else
-    step "$TORCH_SPEC $TORCHVISION_SPEC" "${PIP[@]}" install -q ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        "$TORCH_SPEC" "$TORCHVISION_SPEC"
+    step "$TORCH_SPEC $TORCHVISION_SPEC${TORCH_INDEX_URL:+ (extra index $TORCH_INDEX_URL)}" \
+        "${PIP[@]}" install -q ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC" "$TORCHVISION_SPEC" \
+      || fail "pip could not install $TORCH_SPEC and $TORCHVISION_SPEC (its error above)" \
+              "check that the package index${TORCH_INDEX_URL:+ and $TORCH_INDEX_URL} can be reached and offer this pair for Python $("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); set TORCH_SPEC, TORCHVISION_SPEC and TORCH_INDEX_URL together"
   fi
   if have mmcv "$MMCV_VERSION" && "$PY" -c "import mmcv._ext" 2>/dev/null; then
     echo "[install] mmcv $MMCV_VERSION with compiled ops already present"
