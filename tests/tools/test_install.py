@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,6 +32,23 @@ def test_broken_mmcv_ops_are_named_with_a_fix(tmp_path):
     assert res.returncode == 1
     assert 'BROKEN: mmcv (full build with compiled ops)' in res.stderr
     assert 'undefined symbol' in res.stderr and 'FIX:' in res.stderr
+
+
+def test_mim_link_check_names_where_mim_looks(tmp_path, monkeypatch):
+    # A plain `pip install -e .` leaves only the dist-info in site-packages: mim finds no .mim there.
+    import importlib.metadata
+    import runpy
+    check = runpy.run_path(str(ROOT / 'tools/check_install.py'))['mim_sees_tinymim']
+
+    class Dist:
+        def locate_file(self, name):
+            return tmp_path / name
+
+    monkeypatch.setattr(importlib.metadata, 'distribution', lambda name: Dist())
+    with pytest.raises(AssertionError, match=f'mim looks for the configs in {tmp_path}/tinymim/.mim/configs'):
+        check()
+    (tmp_path / 'tinymim' / '.mim' / 'configs').mkdir(parents=True)
+    check()
 
 
 def test_second_install_run_only_verifies():
