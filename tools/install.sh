@@ -31,7 +31,7 @@ TORCHVISION_SPEC=${TORCHVISION_SPEC:-torchvision==0.29.1}
 MMCV_VERSION=2.1.0
 MMCV_CACHE=${MMCV_CACHE:-$HOME/.cache/tinymim/wheels}
 # How long the mmcv source build took here (2-core x86-64 machine), for the message before it starts.
-MMCV_BUILD_TIME="11-21 min on 2 cores"
+MMCV_BUILD_TIME="11 min on 2 free cores, 91 min with them busy"
 # The C++ standard flags of mmcv's setup.py that the C++20 switch replaces.
 MMCV_STD_PATTERN='-std=c\+\+1[0-9]'
 PY="$VENV/bin/python"
