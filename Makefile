@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo lint clean check-install-from-source
 
 install:
 	VENV=$(VENV) bash tools/install.sh
@@ -15,6 +15,16 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check tinymim tools tests benchmarks mmseg_configs docs
+
+# The install as a new user meets it: a fresh venv, no TINYMIM_WHEELHOUSE and an empty
+# mmcv cache, so mmcv 2.1.0 is built from source (11 min or more); ends with the stack check.
+# Both live in a temporary folder that is removed afterwards (torch makes the venv ~5.5 GB).
+check-install-from-source:
+	@set -eu; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; t0=$$(date +%s); \
+	echo "[check-install-from-source] venv and mmcv cache in $$dir (removed afterwards)"; \
+	env -u TINYMIM_WHEELHOUSE VENV="$$dir/venv" MMCV_CACHE="$$dir/mmcv-cache" bash tools/install.sh; \
+	"$$dir/venv/bin/python" tools/check_install.py; \
+	echo "[check-install-from-source] passed in $$(( $$(date +%s) - t0 ))s"
 
 clean:
 	rm -rf build dist *.egg-info tinymim/.mim .pytest_cache

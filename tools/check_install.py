@@ -1,11 +1,25 @@
-"""Verify the tinymim stack imports; name the broken piece and the fix.
+"""Verify the tinymim stack imports and mim finds tinymim; name the broken piece and the fix.
 
 Run by ``tools/install.sh`` after installing (and on every later run).
 Exits non-zero when any check fails.
 """
 import importlib
+import os.path as osp
 import sys
+import sysconfig
 import traceback
+import warnings
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def mim_sees_tinymim():
+    """mim looks for a package's configs in <its dist's location>/<package>/.mim; a PEP 660 editable install has
+    only its dist-info there, so tools/install.sh links the source package in."""
+    from importlib.metadata import distribution
+    where = osp.join(str(distribution('tinymim').locate_file('')), 'tinymim', '.mim', 'configs')
+    assert osp.isdir(where), f'mim looks for the configs in {where}, which does not exist'
+
 
 CHECKS = [
     ('torch', 'import torch, torchvision', 'torch/torchvision',
@@ -19,6 +33,12 @@ CHECKS = [
      "mmseg 1.2.x needs mmcv>=2.0,<2.2 and ftfy/regex: '.venv/bin/pip install mmsegmentation==1.2.2 ftfy regex'"),
     ('timm', 'import timm', 'timm', "'.venv/bin/pip install timm'"),
     ('tinymim', 'import tinymim', 'the tinymim package', "'.venv/bin/pip install -e .' from the repository root"),
+    ('mim', 'import mim', 'openmim (the `mim` command)',
+     "openmim imports pkg_resources, which setuptools 82 removed: '.venv/bin/pip install \"setuptools<82\"'"),
+    ('mim-link', 'mim_sees_tinymim()', "mim's view of tinymim (`mim train tinymim`)",
+     f"after 'pip install -e .', link the source package where mim looks: "
+     f"'ln -s {osp.join(ROOT, 'tinymim')} {osp.join(sysconfig.get_paths()['purelib'], 'tinymim')}' "
+     "(tools/install.sh does this), or call tools/train.py and tools/test.py directly"),
 ]
 
 
@@ -26,7 +46,9 @@ def main() -> int:
     failed = 0
     for _, statement, piece, fix in CHECKS:
         try:
-            exec(statement, {})
+            with warnings.catch_warnings():  # openmim warns that pkg_resources is deprecated
+                warnings.simplefilter('ignore')
+                exec(statement, {'mim_sees_tinymim': mim_sees_tinymim})
         except Exception as e:  # noqa: BLE001 - any failure to import is a broken install
             failed += 1
             last = traceback.format_exception_only(type(e), e)[-1].strip()
