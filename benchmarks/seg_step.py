@@ -89,7 +89,7 @@ def model_cfg(arch: str, impl: str, device: str, crop: int) -> dict:
     cfg['backbone']['img_size'] = crop
     if impl == 'mmseg':
         ours = cfg['backbone']
-        dims = resolve_arch(arch)
+        dims = resolve_arch(ours['arch'])  # the config's arch: its head count may differ from the zoo's
         cfg['backbone'] = dict(
             type='MAE', img_size=crop, patch_size=16, embed_dims=dims['embed_dims'],
             num_layers=dims['num_layers'], num_heads=dims['num_heads'], mlp_ratio=4,
@@ -97,9 +97,10 @@ def model_cfg(arch: str, impl: str, device: str, crop: int) -> dict:
             norm_cfg=dict(type='LN', eps=1e-6), init_values=ours['layer_scale_init_value'])
         # ViTEncoderDecoder fills widths from our backbone only; give them explicitly.
         width = dims['embed_dims']
-        cfg['neck']['embed_dim'] = width
-        cfg['decode_head']['in_channels'] = [width] * 4
-        cfg['auxiliary_head']['in_channels'] = width
+        out = cfg['neck'].get('out_channels') or width
+        cfg['neck']['in_channels'] = [width] * 4
+        cfg['decode_head']['in_channels'] = [out] * 4
+        cfg['auxiliary_head']['in_channels'] = out
     return ConfigDict(_cpu_norms(cfg) if device == 'cpu' else cfg)  # mmseg reads test_cfg.mode
 
 
