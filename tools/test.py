@@ -55,22 +55,14 @@ def enable_visualization(cfg: Config, args) -> None:
         cfg.visualizer['save_dir'] = args.show_dir
 
 
-def use_onnxruntime(cfg: Config, model_path: str, threads=None) -> None:
-    """Swap the config's model for the exported one in ONNX Runtime, keeping
-    its data preprocessor, test_cfg (whole or slide) and class count."""
-    model = cfg.model
-    cfg.model = dict(type='ONNXRuntimeSegmentor', model_path=model_path,
-                     data_preprocessor=model.get('data_preprocessor'), test_cfg=model.get('test_cfg'),
-                     num_classes=model.get('decode_head', {}).get('num_classes'), threads=threads)
-    cfg.load_from = None
-
-
 def build_config(args) -> Config:
     check_checkpoint_path(args.checkpoint, 'checkpoint')
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     backend = args.backend or ('onnxruntime' if args.checkpoint.endswith('.onnx') else 'pytorch')
     if backend == 'onnxruntime':
-        use_onnxruntime(cfg, args.checkpoint, args.ort_threads)
+        from tinymim.deploy.ort_segmentor import onnxruntime_model_cfg
+        cfg.model = onnxruntime_model_cfg(cfg.model, args.checkpoint, args.ort_threads)
+        cfg.load_from = None
     else:
         cfg.load_from = args.checkpoint
     if args.show or args.show_dir:

@@ -39,16 +39,9 @@ DEFAULT_TOLERANCE = 1e-4  # max |ORT - PyTorch| / max |PyTorch| of the fp32 logi
 
 
 # ------------------------------------------------------------------- model
-def load_segmentor(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None):
-    """The config's segmentor in eval mode with the checkpoint's weights
-    (strictly: every weight of the model from the file, nothing left over),
-    SyncBN reverted; returns ``(model, cfg)``.
-
-    ``checkpoint=None`` keeps the random initialisation (tests, benchmarks).
-    """
-    from mmengine.model import revert_sync_batchnorm
+def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
+    """The config with ``--cfg-options`` merged, its default scope set."""
     from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
 
     import tinymim  # noqa: F401  (registers the modules; configs import it too)
     if not osp.isfile(config):
@@ -59,6 +52,20 @@ def load_segmentor(config: str, checkpoint: Optional[str], cfg_options: Optional
     if 'model' not in cfg:
         raise ValueError(f'{config} has no `model`: not a segmentation config')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
+    return cfg
+
+
+def load_segmentor(config: str, checkpoint: Optional[str], cfg_options: Optional[dict] = None):
+    """The config's segmentor in eval mode with the checkpoint's weights
+    (strictly: every weight of the model from the file, nothing left over),
+    SyncBN reverted; returns ``(model, cfg)``.
+
+    ``checkpoint=None`` keeps the random initialisation (tests, benchmarks).
+    """
+    from mmengine.model import revert_sync_batchnorm
+    from mmseg.registry import MODELS
+
+    cfg = load_config(config, cfg_options)
     model_cfg = copy.deepcopy(cfg.model)
     if 'pretrained' in model_cfg:  # the checkpoint holds every weight; do not read the backbone's init file
         model_cfg.pretrained = None

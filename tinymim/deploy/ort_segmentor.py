@@ -1,6 +1,7 @@
 """An exported ONNX model as an mmseg segmentor, so that mmengine's test
 loop, mmseg's ``IoUMetric``, the visualisation hook and the config's own
 pipeline (sliding window included) evaluate it unchanged."""
+import copy
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -87,3 +88,17 @@ class ONNXRuntimeSegmentor(EncoderDecoder):
 
     def _forward(self, inputs, data_samples=None):
         return self.encode_decode(inputs, [dict(img_shape=inputs.shape[2:])])
+
+
+def onnxruntime_model_cfg(model_cfg: dict, model_path: str, threads: Optional[int] = None) -> dict:
+    """The config's model swapped for the exported one in ONNX Runtime,
+    keeping its data preprocessor, test_cfg (whole or slide) and class count."""
+    return dict(type='ONNXRuntimeSegmentor', model_path=model_path,
+                data_preprocessor=copy.deepcopy(model_cfg.get('data_preprocessor')),
+                test_cfg=copy.deepcopy(model_cfg.get('test_cfg')),
+                num_classes=model_cfg.get('decode_head', {}).get('num_classes'), threads=threads)
+
+
+def build_onnx_segmentor(cfg, model_path: str, threads: Optional[int] = None) -> ONNXRuntimeSegmentor:
+    """``ONNXRuntimeSegmentor`` of ``model_path`` for a loaded config."""
+    return MODELS.build(onnxruntime_model_cfg(cfg.model, model_path, threads))

@@ -179,6 +179,27 @@ class OnnxSegmentor:
         return self.meta.get('classes') or [str(i) for i in range(self.num_classes)]
 
 
+def latency(model: 'OnnxSegmentor', shape: Optional[Tuple[int, int]] = None, batch: int = 1, warmup: int = 1,
+            repeats: int = 3) -> float:
+    """Best wall seconds of one ``run`` on a random (batch, 3, H, W) input
+    (``shape``: required for a model with dynamic sides)."""
+    import time
+    size = model.fixed_size or shape
+    if size is None:
+        raise ValueError(f'{model.path} has dynamic sides: give the shape to time')
+    n = model.fixed_batch or batch
+    pixels = np.random.default_rng(0).integers(0, 256, (n, 3, *size)).astype(np.float32)
+    x = model.prepare(pixels)
+    for _ in range(warmup):
+        model.run(x)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        model.run(x)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def image_paths(inputs: Sequence[str]) -> List[str]:
     """Files given directly, and the images of given folders (sorted)."""
     exts = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
