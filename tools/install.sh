@@ -108,6 +108,9 @@ step "tinymim (editable)" "${PIP[@]}" install -q --no-deps --no-build-isolation 
 # source package (the build created tinymim/.mim's links to configs and tools).
 SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 [ -e "$SITE/tinymim" ] || ln -s "$ROOT/tinymim" "$SITE/tinymim"
+# The deploy extra (ONNX export, ONNX Runtime, INT8): setup.py's extras_require['deploy'].
+step "deploy extra: onnx, onnxruntime, onnxscript" \
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" -r requirements/deploy.txt
 if ! verify; then
   echo "[install] the stack is broken, see above" >&2
   exit 1

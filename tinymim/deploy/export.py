@@ -198,15 +198,15 @@ class SegmentorGraph(nn.Module):
         self.flip_channels = network_channel_order == 'BGR'
         self.output = output
         self.align_corners = bool(getattr(segmentor, 'align_corners', False))
-        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer('pixel_mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer('pixel_std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
         if self.normalize:
             if self.flip_channels:
                 x = x.flip(1)
-            x = (x - self.mean) / self.std
+            x = (x - self.pixel_mean) / self.pixel_std
         logits = self.segmentor.decode_head(self.segmentor.extract_feat(x))
         # mmseg's decode_head.predict: bilinear resize to the input size
         logits = F.interpolate(logits, size=x.shape[-2:], mode='bilinear', align_corners=self.align_corners)

@@ -35,10 +35,14 @@ class ONNXRuntimeSegmentor(EncoderDecoder):
     def __init__(self, model_path: str, data_preprocessor: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  num_classes: Optional[int] = None, threads: Optional[int] = None,
                  providers: Optional[Sequence[str]] = None, init_cfg=None):
+        from mmengine.logging import print_log
+
         from .runtime import OnnxSegmentor
         BaseSegmentor.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.onnx = OnnxSegmentor(model_path, threads=threads, providers=providers)
         meta = self.onnx.meta
+        print_log(f'ONNX Runtime runs {model_path} ({", ".join(self.onnx.session.get_providers())}): input '
+                  f'{self.onnx.describe_input()}, output {self.onnx.output}', logger='current')
         if self.onnx.output != 'logits':
             raise ValueError(f'{model_path} outputs the argmax mask; evaluation averages logits (sliding windows, '
                              'resizing to the original size): export it with --output logits')
