@@ -83,6 +83,6 @@ if __name__ == '__main__':
                                   '.mim/model-index.yml']},
         install_requires=['torch>=2.1', 'torchvision'] + read_requirements('runtime.txt')
         + ['mmcv>=2.0.0,<2.2.0'],
-        extras_require={'tests': read_requirements('tests.txt')},
+        extras_require={'tests': read_requirements('tests.txt'), 'deploy': read_requirements('deploy.txt')},
         zip_safe=False,
     )

@@ -8,6 +8,6 @@ from .version import __version__
 
 register_mmengine_safe_globals()
 
-from . import datasets, engine, models  # noqa: E402,F401  (registers modules)
+from . import datasets, deploy, engine, models  # noqa: E402,F401  (registers modules)
 
 __all__ = ['__version__']

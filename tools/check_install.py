@@ -58,7 +58,23 @@ def main() -> int:
         versions = {m: importlib.import_module(m).__version__ for m in
                     ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmseg', 'timm', 'tinymim')}
         print('[install] stack OK: ' + ', '.join(f'{k} {v}' for k, v in versions.items()))
+        print('[install] ' + deploy_extra())
     return 1 if failed else 0
+
+
+def deploy_extra() -> str:
+    """The optional deploy packages (ONNX export and ONNX Runtime): a note, never a failure."""
+    from importlib.metadata import PackageNotFoundError, version
+    found, missing = [], []
+    for name in ('onnx', 'onnxruntime', 'onnxscript'):
+        try:
+            found.append(f'{name} {version(name)}')
+        except PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return (f'deploy extra incomplete (missing {", ".join(missing)}): the tools/deploy tools need it; '
+                "install it with 'pip install -e .[deploy]'")
+    return 'deploy extra: ' + ', '.join(found)
 
 
 if __name__ == '__main__':

@@ -11,8 +11,11 @@
    ADE20K-format set and fine-tunes UperNet on it (``mmseg_configs/demo/upernet_*``,
    inheriting the real UperNet ViT-T config);
 3. evaluates mIoU with ``tools/test.py --show-dir``;
-4. draws the relation maps, the training curves and the predictions and
-   writes ``WORK_DIR/summary.md``.
+4. draws the relation maps, the training curves and the predictions;
+5. exports the fine-tuned model to ONNX (``tools/deploy/export_onnx.py``, checked
+   against PyTorch), times it in ONNX Runtime next to PyTorch and draws a mask
+   that ONNX Runtime predicts (``tools/deploy/ort_inference.py``); then writes
+   ``WORK_DIR/summary.md``.
 
 Every step is the tool users run at scale, called with its command line
 (printed in the log and the summary, so it can be rerun alone); the Runner
@@ -259,6 +262,46 @@ def draw_pictures(demo: Demo, distill_ckpt: str, teacher: str, arch: str) -> dic
     return dict(relations=relations, distill_curves=curves['distill'], segment_curves=curves['segment'])
 
 
+def compare_latency(config: str, checkpoint: str, onnx_path: str, size: int, repeats: int = 5) -> dict:
+    """Best-of-``repeats`` milliseconds of one ``size`` x ``size`` image: PyTorch
+    (the data preprocessor and ``encode_decode``, as ``tools/test.py`` runs the
+    model) and ONNX Runtime, with the same number of threads."""
+    import numpy as np
+    import torch
+
+    from tinymim.deploy.export import load_segmentor, reference_logits
+    from tinymim.deploy.runtime import OnnxSegmentor, latency
+    model, _ = load_segmentor(config, checkpoint)
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, size, size), dtype=np.uint8))
+    reference_logits(model, image)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        reference_logits(model, image)
+        times.append(time.perf_counter() - start)
+    ort = latency(OnnxSegmentor(onnx_path, threads=torch.get_num_threads()), repeats=repeats)
+    return dict(pytorch_ms=min(times) * 1000, onnxruntime_ms=ort * 1000, threads=torch.get_num_threads())
+
+
+def deploy(demo: Demo) -> dict:
+    """The fine-tuned UperNet as ONNX: export (checked), latency next to PyTorch, a mask from ONNX Runtime."""
+    from tinymim.deploy.runtime import OnnxSegmentor
+    size = 128  # the demo config's crop and test size
+    checkpoint = newest(demo.path('segment'), '.pth')
+    onnx_path = demo.path('deploy', f'upernet_vit-t_{size}x{size}.onnx')
+    exported = demo.run_tool('deploy/export_onnx', [SEGMENT_CONFIG, checkpoint, onnx_path, '--shape', size, size],
+                             'export the fine-tuned UperNet to ONNX, check it against PyTorch')
+    speed = demo.timed('time ONNX Runtime and PyTorch', compare_latency, SEGMENT_CONFIG, checkpoint, onnx_path, size)
+    demo.logger.info(f'ONNX Runtime {speed["onnxruntime_ms"]:.0f} ms vs PyTorch {speed["pytorch_ms"]:.0f} ms per '
+                     f'{size}x{size} image ({speed["threads"]} threads)')
+    image = demo.path('synthetic_ade', 'ADEChallengeData2016', 'images', 'validation', 'ADE_val_00000001.jpg')
+    masks = demo.run_tool('deploy/ort_inference', [onnx_path, image, '--out', demo.path('figures', 'onnxruntime'),
+                                                   '--opacity', '0.6'], 'segment an image with ONNX Runtime')
+    return dict(path=onnx_path, size_mib=exported['report']['size_mib'], opset=exported['report']['opset'],
+                max_rel_diff=max(c['max_rel_diff'] for c in exported['checks']), masks=masks,
+                input=OnnxSegmentor(onnx_path).describe_input(), **speed)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description='Run the TinyMIM chain end to end on shipped and generated data')
     parser.add_argument('--work-dir', default='work_dirs/demo', help='where everything is written')
@@ -283,13 +326,14 @@ def main(argv=None) -> dict:
     demo.run_tool('extract_student', [distill_ckpt, student], 'extract the student weights')
     metrics = segment(demo, student)
     figures = draw_pictures(demo, distill_ckpt, teacher, arch)
+    deployed = deploy(demo)
 
     find_scalars = load_tool('plot_logs').find_scalars
     distill_log, seg_log = find_scalars(demo.path('distill')), find_scalars(demo.path('segment'))
     result = dict(
         teacher=teacher_note, quick=args.quick, num_val=demo.scale['num_val'], metrics=metrics, figures=figures,
         losses={key: first_last(distill_log, key) for key in ('loss', 'loss_qk', 'loss_vv')},
-        seg_loss=first_last(seg_log, 'loss'),
+        seg_loss=first_last(seg_log, 'loss'), deploy=deployed,
         predictions=sorted(osp.join(root, f) for root, _, files in os.walk(demo.path('predictions'))
                            for f in files if f.endswith('.png')),
         steps=demo.steps, seconds=time.time() - start)
@@ -348,6 +392,24 @@ def write_summary(path: str, r: dict, work_dir: str) -> str:
         f'- predictions next to the ground truth ({len(r["predictions"])} images), e.g.:',
     ]
     lines += [f'  - [{rel(p)}]({rel(p)})' for p in r['predictions'][:3]]
+    d = r['deploy']
+    lines += [
+        '',
+        '## Deployment',
+        '',
+        f'The fine-tuned model as ONNX: [{rel(d["path"])}]({rel(d["path"])}), {d["size_mib"]:.1f} MiB, '
+        f'opset {d["opset"]}, input {d["input"]} RGB pixels with the normalisation in the graph; ONNX Runtime '
+        f'matches PyTorch to {d["max_rel_diff"]:.1e} (max relative difference of the logits).',
+        '',
+        '| runtime | ms per image | speed |',
+        '|---|---|---|',
+        f'| PyTorch (eager) | {d["pytorch_ms"]:.0f} | 1.00x |',
+        f'| ONNX Runtime | {d["onnxruntime_ms"]:.0f} | {d["pytorch_ms"] / d["onnxruntime_ms"]:.2f}x |',
+        '',
+        f'({d["threads"]} threads each, best of 5.) A mask predicted by ONNX Runtime:',
+        '',
+        f'![ONNX Runtime mask]({rel(d["masks"][0])})',
+    ]
     lines += ['', f'![relations]({rel(r["figures"]["relations"])})', '']
     with open(path, 'w') as f:
         f.write('\n'.join(lines))

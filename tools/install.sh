@@ -246,6 +246,9 @@ main() {
   # source package (the build created tinymim/.mim's links to configs and tools).
   local site; site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   [ -e "$site/tinymim" ] || ln -s "$ROOT/tinymim" "$site/tinymim"
+  # The deploy extra (ONNX export, ONNX Runtime, INT8): setup.py's extras_require['deploy'].
+  step "deploy extra: onnx, onnxruntime, onnxscript" \
+    "${PIP[@]}" install -q -c "$constraints" -r requirements/deploy.txt
   verify || fail "the stack is broken, see above" "the FIX lines above"
   touch "$STAMP"
   echo "[install] all done in $(( $(date +%s) - t_all ))s"

@@ -4,6 +4,11 @@ Mirrors mmsegmentation's ``tools/test.py``: the config's ``test_evaluator``
 (mmseg's ``IoUMetric``) reports aAcc / mIoU / mAcc and the per-class table.
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--show-dir DIR] [--out DIR]
+    python tools/test.py CONFIG MODEL.onnx      # an exported model, in ONNX Runtime
+
+A ``.onnx`` file (or ``--backend onnxruntime``) is evaluated in ONNX Runtime
+through the same config, pipeline, sliding window and metric
+(``tinymim.deploy.ONNXRuntimeSegmentor``).
 """
 import argparse
 
@@ -16,7 +21,10 @@ from tinymim.engine.tool_config import build_runner, check_checkpoint_path, load
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a TinyMIM segmentor')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an exported .onnx model')
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'],
+                        help='how to run the model (default: onnxruntime for a .onnx file, else pytorch)')
+    parser.add_argument('--ort-threads', type=int, help='ONNX Runtime threads (default: all physical cores)')
     parser.add_argument('--work-dir', help='the dir to save logs and the metrics json')
     parser.add_argument('--out', help='dir to save the predictions as PNG label maps for offline evaluation')
     parser.add_argument('--show', action='store_true', help='show prediction results in a window')
@@ -50,7 +58,13 @@ def enable_visualization(cfg: Config, args) -> None:
 def build_config(args) -> Config:
     check_checkpoint_path(args.checkpoint, 'checkpoint')
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
-    cfg.load_from = args.checkpoint
+    backend = args.backend or ('onnxruntime' if args.checkpoint.endswith('.onnx') else 'pytorch')
+    if backend == 'onnxruntime':
+        from tinymim.deploy.ort_segmentor import onnxruntime_model_cfg
+        cfg.model = onnxruntime_model_cfg(cfg.model, args.checkpoint, args.ort_threads)
+        cfg.load_from = None
+    else:
+        cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:

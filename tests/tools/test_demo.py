@@ -40,6 +40,11 @@ def test_quick_demo_writes_summary_and_pictures(quick_demo):
         assert f'figures/{name}.png' in summary
     predictions = list((work_dir / 'predictions').rglob('*.png'))
     assert predictions, 'tools/test.py --show-dir drew no prediction'
+    # the last step: the fine-tuned model exported, checked, timed in ONNX Runtime and drawing a mask
+    assert '## Deployment' in summary and 'python tools/deploy/export_onnx.py' in summary
+    assert 'ONNX Runtime |' in summary and 'figures/onnxruntime/ADE_val_00000001.png' in summary
+    assert (work_dir / 'deploy' / 'upernet_vit-t_128x128.onnx').stat().st_size > 1e6
+    assert mpimg.imread(str(work_dir / 'figures' / 'onnxruntime' / 'ADE_val_00000001.png')).shape[:2] == (128, 128)
     student = torch.load(str(work_dir / 'student_vit-tiny.pth'), weights_only=True)['state_dict']
     assert student['blocks.11.attn.qkv.weight'].shape == (576, 192)  # a full ViT-T
 
