@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from distill_helpers import load_tool
-from seg_helpers import ROOT, config_path, run_tool, write_tiny_synthetic_config
+from seg_helpers import ROOT, config_path, run_tool, write_tiny_config
 
 from tinymim.datasets import make_synthetic_ade20k
 from tinymim.deploy import export as ex
@@ -77,7 +77,7 @@ def tiny(tmp_path_factory):
     layout (random weights) and its fixed-shape ONNX export (64x64, logits)."""
     tmp = tmp_path_factory.mktemp('deploy')
     data_root = make_synthetic_ade20k(str(tmp / 'data'), num_train=2, num_val=3, size=64, num_classes=4)
-    config = write_tiny_synthetic_config(str(tmp / 'tiny.py'), data_root)
+    config = write_tiny_config(str(tmp / 'tiny.py'), data_root)
     torch.manual_seed(0)
     model, _ = ex.load_segmentor(config, None)
     checkpoint = str(tmp / 'tiny.pth')
