@@ -126,20 +126,23 @@ def make_weights(arch: str, crop: int, path: str) -> None:
 
 def load_weights(model, impl: str, path: str, backbone_only: bool) -> None:
     state = torch.load(path, map_location='cpu', weights_only=True)
-    if impl == 'mmseg':
-        if backbone_only:
-            state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
-        model.load_state_dict(state, strict=True)
+    if backbone_only:
+        if impl == 'mmseg':
+            model.load_state_dict({k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')},
+                                  strict=True)
+        else:
+            from tinymim.models.checkpoint import load_vit_checkpoint
+            load_vit_checkpoint(model, path)
         return
-    from tinymim.models.checkpoint import load_vit_checkpoint
-    backbone = model if backbone_only else model.backbone
-    load_vit_checkpoint(backbone, path)
-    if not backbone_only:
-        rest = {k: v for k, v in state.items() if not k.startswith('backbone.')}
-        missing, unexpected = model.load_state_dict(rest, strict=False)
-        missing = [k for k in missing if not k.startswith('backbone.')]
-        if missing or unexpected:
-            raise RuntimeError(f'neck/head weights do not match: missing {missing}, unexpected {unexpected}')
+    # Module by module, strictly: ViTEncoderDecoder's own load path expects a ViT of ours
+    # as the backbone, and the mmseg side's is mmseg's MAE.
+    for name, module in model.named_children():
+        if name == 'backbone' and impl == 'ours':
+            from tinymim.models.checkpoint import load_vit_checkpoint
+            load_vit_checkpoint(module, path)
+        else:
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + '.')},
+                                   strict=True)
 
 
 # ---------------------------------------------------------------- worker
