@@ -8,7 +8,9 @@ Four sides per model, each in fresh worker processes (``common.run_sides``):
             graph, dynamic batch), in ONNX Runtime;
   ort-int8  that file quantised by ``tinymim.deploy.quantize`` (static, QDQ,
             MatMul/Conv with the default exclusions), calibrated on four
-            photographs that scikit-image ships.
+            photographs that scikit-image ships. ``--int8`` adds other
+            quantisation choices as rows (``INT8_VARIANTS``), e.g. to measure
+            what an exclusion costs or saves.
 
 The weights are random (``seg_step.make_weights``: a fresh mmseg-MAE UperNet,
 relative-bias tables drawn at random; both PyTorch sides load the same file,
@@ -25,6 +27,7 @@ Example: ``python benchmarks/deploy.py --archs tiny,small,base`` (about 20
 minutes on 2 cores; ``--archs tiny --crop 64`` is a smoke test).
 """
 import argparse
+import gc
 import os.path as osp
 
 import numpy as np
@@ -46,7 +49,18 @@ from common import (
 )
 from seg_step import ARCHS, CONFIG, build_segmentor, load_weights, make_weights
 
-SIDES = ('ours', 'mmseg', 'ort-fp32', 'ort-int8')
+SIDES = ('ours', 'mmseg', 'ort-fp32')
+# --int8 choices: keyword arguments of tinymim.deploy.quantize.quantize
+INT8_VARIANTS = {
+    'default': {},
+    'no-exclusions': dict(exclude=()),
+    'attention-in-fp32': dict(exclude=('segmentor.backbone.patch_embed.*', 'segmentor.decode_head.conv_seg',
+                                       'scaled_dot_product_attention*')),
+    'more-op-types': dict(op_types=('MatMul', 'Conv', 'ConvTranspose', 'Gather', 'Resize', 'Concat', 'Transpose',
+                                    'Reshape', 'MaxPool', 'AveragePool')),
+    'per-tensor': dict(per_channel=False),
+    'dynamic': dict(mode='dynamic'),
+}
 COLUMNS = ['model', 'side', 'latency ms (batch 1)', 'img/s (batch {})', 'latency ratio (wall)',
            'latency ratio (CPU time)', 'throughput ratio', 'max rel Δ vs ours', 'argmax agrees']
 CALIBRATION_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket')
@@ -104,8 +118,13 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- parent
-def prepare_models(arch: str, crop: int, weights: str, tmp: str, threads) -> dict:
-    """Export our model (weights from ``weights``) and quantise it; returns paths and preprocessing."""
+def int8_side(variant: str) -> str:
+    return 'ort-int8' if variant == 'default' else f'ort-int8 {variant}'
+
+
+def prepare_models(arch: str, crop: int, weights: str, tmp: str, variants) -> dict:
+    """Export our model (weights from ``weights``) and quantise it; returns ONNX paths per side and
+    the preprocessing."""
     from mmseg.registry import MODELS
 
     from tinymim.deploy import export as ex
@@ -116,12 +135,18 @@ def prepare_models(arch: str, crop: int, weights: str, tmp: str, threads) -> dic
     load_weights(model, 'ours', weights, backbone_only=False)
     model.data_preprocessor = MODELS.build(cfg.model.data_preprocessor)
     model.eval()
-    fp32, int8 = osp.join(tmp, f'{arch}_fp32.onnx'), osp.join(tmp, f'{arch}_int8.onnx')
+    fp32 = osp.join(tmp, f'{arch}_fp32.onnx')
     ex.export_onnx(model, cfg, fp32, shape=(crop, crop), dynamic='batch')
     calibration = [OnnxSegmentor(fp32).prepare(p[None]) for p in photos(crop)]
-    qz.quantize(fp32, int8, 'static', calibration)
+    paths = {'ort-fp32': fp32}
+    for variant in variants:
+        kwargs = dict(INT8_VARIANTS[variant])
+        paths[int8_side(variant)] = osp.join(tmp, f'{arch}_int8_{variant}.onnx')
+        qz.quantize(fp32, paths[int8_side(variant)], kwargs.pop('mode', 'static'), calibration, **kwargs)
     pre = ex.preprocessing(model)
-    return dict(fp32=fp32, int8=int8, mean=pre['mean'], std=pre['std'])
+    del model, calibration
+    gc.collect()  # the workers that follow need the memory
+    return dict(onnx=paths, mean=pre['mean'], std=pre['std'])
 
 
 def main() -> None:
@@ -129,6 +154,8 @@ def main() -> None:
     parser.add_argument('--archs', default='tiny', help='comma-separated: tiny,small,base (default tiny)')
     parser.add_argument('--crop', type=int, default=512, help='input size (default 512)')
     parser.add_argument('--batch', type=int, default=4, help='images per call for the throughput (default 4)')
+    parser.add_argument('--int8', default='default',
+                        help=f'comma-separated INT8 variants to measure, of {sorted(INT8_VARIANTS)} (default: default)')
     add_common_args(parser)
     args = parser.parse_args()
     check_device(args.device)
@@ -138,9 +165,11 @@ def main() -> None:
         worker(args)
         return
     archs = [a.strip() for a in args.archs.split(',')]
-    bad = [a for a in archs if a not in ARCHS]
+    variants = [v.strip() for v in args.int8.split(',') if v.strip()]
+    bad = [a for a in archs if a not in ARCHS] + [v for v in variants if v not in INT8_VARIANTS]
     if bad:
-        raise SystemExit(f'unknown arch {bad}; archs: {sorted(ARCHS)}')
+        raise SystemExit(f'unknown arch/INT8 variant {bad}; archs: {sorted(ARCHS)}, variants: {sorted(INT8_VARIANTS)}')
+    sides = list(SIDES) + [int8_side(v) for v in variants]
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
 
@@ -151,10 +180,10 @@ def main() -> None:
             name = f'ViT-{ARCHS[arch].upper()}'
             weights = osp.join(tmp, f'{arch}.pth')
             make_weights(arch, args.crop, weights)
-            files = prepare_models(arch, args.crop, weights, tmp, args.threads)
+            files = prepare_models(arch, args.crop, weights, tmp, variants)
             specs = {side: dict(arch=arch, side=side, crop=args.crop, batch=args.batch, weights=weights,
-                                onnx=files.get(side.split('-')[-1]), mean=files['mean'], std=files['std'],
-                                output=osp.join(tmp, f'{arch}_{side}.npy')) for side in SIDES}
+                                onnx=files['onnx'].get(side), mean=files['mean'], std=files['std'],
+                                output=osp.join(tmp, f'{arch}_{i}.npy')) for i, side in enumerate(sides)}
             try:
                 res = run_sides(__file__, specs, args)
             except WorkerFailed as err:
@@ -163,7 +192,7 @@ def main() -> None:
                 continue
             outs = {side: np.load(spec['output']) for side, spec in specs.items()}
             ref = outs['ours']
-            for side in SIDES:
+            for side in sides:
                 r = res[side]
                 diff = float(np.abs(outs[side] - ref).max() / np.abs(ref).max())
                 agree = float((outs[side].argmax(0) == ref.argmax(0)).mean())

@@ -180,6 +180,33 @@ def make_pools_exportable(model: nn.Module) -> int:
     return count
 
 
+def fit_backbone_to_grid(backbone: nn.Module, grid: Tuple[int, int]) -> bool:
+    """Resize a tinymim ViT's position embedding and relative-bias tables to
+    the token ``grid`` once, in place, with the functions its forward calls
+    on every input of that size (the same values). A fixed-shape graph then
+    holds the resized tables as weights instead of the resizing (which the
+    exporter would fold at a high cost). Returns whether anything changed."""
+    from tinymim.models.pos_embed import relative_position_index, resize_pos_embed, resize_relative_bias_table
+    from tinymim.models.vit import VisionTransformer
+    grid = tuple(int(g) for g in grid)
+    if (type(backbone).forward_blocks is not VisionTransformer.forward_blocks or backbone.num_prefix_tokens != 1
+            or grid == tuple(backbone.grid_size)):
+        return False  # another ViT (extra tokens, its own forward) resizes in the graph
+    with torch.no_grad():
+        backbone.pos_embed = nn.Parameter(resize_pos_embed(backbone.pos_embed, grid, backbone.grid_size),
+                                          requires_grad=False)
+        for block in backbone.blocks:
+            attn = block.attn
+            if attn.window:
+                attn.relative_position_bias_table = nn.Parameter(
+                    resize_relative_bias_table(attn.relative_position_bias_table, grid, attn.window))
+                attn.relative_position_index = relative_position_index(grid).to(attn.relative_position_index.device)
+                attn.window = grid
+                attn._bias_cache = None
+    backbone.grid_size = grid
+    return True
+
+
 class SegmentorGraph(nn.Module):
     """The exported computation: (N, 3, H, W) RGB pixels -> logits
     (N, classes, H, W) or the argmax mask (N, H, W).
@@ -269,9 +296,11 @@ def export_onnx(model: nn.Module, cfg: Config, out: str, shape: Sequence[int] = 
     h, w = _dims(shape, divisor)
     pre = preprocessing(model)
     num_classes = int(model.decode_head.out_channels)
-    graph_model = copy.deepcopy(model) if dynamic == 'all' else model
+    graph_model = copy.deepcopy(model)
     if dynamic == 'all':
         make_pools_exportable(graph_model)
+    else:
+        fit_backbone_to_grid(graph_model.backbone, (h // divisor, w // divisor))
     graph = SegmentorGraph(graph_model, pre['mean'], pre['std'], pre['network_channel_order'],
                            normalize, output).eval()
     for p in graph.parameters():
