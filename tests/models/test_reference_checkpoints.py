@@ -157,3 +157,26 @@ def test_tinymim_pt_and_ft_files_through_mmengines_loader(tmp_path, kind):
         if 'relative_position' not in key and '.ls' not in key:
             torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
     assert all(torch.equal(neck[k], v) for k, v in model.neck.state_dict().items())
+
+
+def test_onnx_export_takes_a_reference_segmentation_checkpoint(tmp_path):
+    """``tools/deploy/export_onnx.py`` loads a reference (mmseg 0.x) TinyMIM*-T checkpoint as the model's own
+    load path does (the reference model's logits), and the ONNX file matches it."""
+    pytest.importorskip('onnxruntime')
+    from tinymim.deploy import export as ex
+    backbone, head, aux = reference_model('star')
+    torch.save(reference_checkpoint(backbone, head, aux), tmp_path / 'star.pth')
+    model, cfg = ex.load_segmentor(tiny_config(tmp_path, 'star'), str(tmp_path / 'star.pth'))
+    img = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        assert relative_error(model._forward(img), reference_logits(backbone, head, img)) < 1e-4
+    out = str(tmp_path / 'star.onnx')
+    meta = ex.export_onnx(model, cfg, out, shape=(IMG, IMG))
+    rows = ex.verify_onnx(model, out, ex.verification_images(meta, (IMG, IMG)))
+    assert all(r['max_rel_diff'] <= 1e-4 for r in rows), rows
+    # a checkpoint that does not fit still fails naming the keys
+    checkpoint = reference_checkpoint(backbone, head, aux)
+    del checkpoint['state_dict']['backbone.fpn2.0.weight']
+    torch.save(checkpoint, tmp_path / 'partial.pth')
+    with pytest.raises(SegmentorCheckpointError, match='neck.upsample_2x.0.weight'):
+        ex.load_segmentor(tiny_config(tmp_path, 'star'), str(tmp_path / 'partial.pth'))

@@ -82,7 +82,11 @@ def load_segmentor_weights(model: nn.Module, checkpoint: str) -> None:
     """Load an mmengine segmentor checkpoint (``{'state_dict': ...}``, as
     ``tools/train.py`` writes) or a bare state dict, strictly, naming what
     does not fit."""
+    from mmengine.logging import print_log
+
     from tinymim.models.checkpoint import read_checkpoint, summarize_keys
+    from tinymim.models.segmentors import ViTEncoderDecoder
+    from tinymim.models.segmentors.segmentor_checkpoint import is_segmentor_state, segmentor_state_dict
 
     ckpt = read_checkpoint(checkpoint)
     state = ckpt.get('state_dict', ckpt)
@@ -90,6 +94,12 @@ def load_segmentor_weights(model: nn.Module, checkpoint: str) -> None:
         raise ValueError(f'{checkpoint} holds no state dict of tensors (keys: {sorted(ckpt)[:8]})')
     if state and all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
+    if isinstance(model, ViTEncoderDecoder) and is_segmentor_state(state):
+        # other layouts (mmseg 0.x reference checkpoints, BEiT-style keys) as the model's own
+        # load path converts them; a file that does not fit raises there, naming the keys
+        state, message = segmentor_state_dict(model, state)
+        if message:
+            print_log(message, logger='current')
     target = model.state_dict()
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))

@@ -53,7 +53,7 @@ def convert_segmentor_state_dict(module: torch.nn.Module, state_dict: dict, pref
         print_log(message, logger='current', level=logging.WARNING if 'keep their' in message else logging.INFO)
 
 
-def _is_segmentor_state(local: dict) -> bool:
+def is_segmentor_state(local: dict) -> bool:
     return (all(torch.is_tensor(v) for v in local.values())
             and any(k.startswith(SEGMENTOR_PARTS[1:]) for k in local) and any(k.startswith('backbone.') for k in local))
 
@@ -61,7 +61,7 @@ def _is_segmentor_state(local: dict) -> bool:
 def segmentor_state_dict(model: torch.nn.Module, local: dict) -> Tuple[Dict[str, torch.Tensor], str]:
     """The weights of ``local`` (a loaded state dict or checkpoint) under the
     model's own names, and a log line (empty when nothing was converted)."""
-    if not _is_segmentor_state(local):
+    if not is_segmentor_state(local):
         return _from_vit_checkpoint(model, local)
     backbone = {k[len('backbone.'):]: v for k, v in local.items() if k.startswith('backbone.')}
     others = {k: v for k, v in local.items() if not k.startswith('backbone.')}
