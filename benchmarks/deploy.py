@@ -23,8 +23,12 @@ whose argmax class agrees. Speed ratios are to ours, measured in the same
 invocation: on a machine shared with other jobs compare ratios, not the
 absolute numbers.
 
-Example: ``python benchmarks/deploy.py --archs tiny,small,base`` (about 20
-minutes on 2 cores; ``--archs tiny --crop 64`` is a smoke test).
+``--dynamic-shapes`` adds the fp32 model exported with free height and width
+(``--dynamic``), to measure what that costs.
+
+Example: ``python benchmarks/deploy.py --archs tiny,small --dynamic-shapes``
+(long on 2 cores: every side of every model runs in ``--rounds`` fresh
+processes at 512 px; ``--archs tiny --crop 64`` is a smoke test).
 """
 import argparse
 import gc
@@ -41,15 +45,18 @@ from common import (
     failed_row,
     machine_line,
     markdown_table,
+    per_round,
     ratio,
     run_sides,
     scratch_dir,
+    span,
     time_runs,
     worker_setup,
 )
-from seg_step import ARCHS, CONFIG, build_segmentor, load_weights, make_weights
+from seg_step import ARCHS, CONFIG, build_segmentor, load_weights, make_weights, model_name
 
 SIDES = ('ours', 'mmseg', 'ort-fp32')
+DYNAMIC_SIDE = 'ort-fp32 dynamic'
 # --int8 choices: keyword arguments of tinymim.deploy.quantize.quantize
 INT8_VARIANTS = {
     'default': {},
@@ -122,7 +129,7 @@ def int8_side(variant: str) -> str:
     return 'ort-int8' if variant == 'default' else f'ort-int8 {variant}'
 
 
-def prepare_models(arch: str, crop: int, weights: str, tmp: str, variants) -> dict:
+def prepare_models(arch: str, crop: int, weights: str, tmp: str, variants, dynamic_shapes: bool) -> dict:
     """Export our model (weights from ``weights``) and quantise it; returns ONNX paths per side and
     the preprocessing."""
     from mmseg.registry import MODELS
@@ -139,6 +146,9 @@ def prepare_models(arch: str, crop: int, weights: str, tmp: str, variants) -> di
     ex.export_onnx(model, cfg, fp32, shape=(crop, crop), dynamic='batch')
     calibration = [OnnxSegmentor(fp32).prepare(p[None]) for p in photos(crop)]
     paths = {'ort-fp32': fp32}
+    if dynamic_shapes:  # the cost of a free height and width (tables resized inside the graph)
+        paths[DYNAMIC_SIDE] = osp.join(tmp, f'{arch}_fp32_dynamic.onnx')
+        ex.export_onnx(model, cfg, paths[DYNAMIC_SIDE], shape=(crop, crop), dynamic='all')
     for variant in variants:
         kwargs = dict(INT8_VARIANTS[variant])
         paths[int8_side(variant)] = osp.join(tmp, f'{arch}_int8_{variant}.onnx')
@@ -151,11 +161,13 @@ def prepare_models(arch: str, crop: int, weights: str, tmp: str, variants) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--archs', default='tiny', help='comma-separated: tiny,small,base (default tiny)')
+    parser.add_argument('--archs', default='tiny', help=f'comma-separated, of {", ".join(ARCHS)} (default tiny)')
     parser.add_argument('--crop', type=int, default=512, help='input size (default 512)')
     parser.add_argument('--batch', type=int, default=4, help='images per call for the throughput (default 4)')
     parser.add_argument('--int8', default='default',
                         help=f'comma-separated INT8 variants to measure, of {sorted(INT8_VARIANTS)} (default: default)')
+    parser.add_argument('--dynamic-shapes', action='store_true',
+                        help=f'add a row "{DYNAMIC_SIDE}": the fp32 model exported with --dynamic (any size)')
     add_common_args(parser)
     args = parser.parse_args()
     check_device(args.device)
@@ -169,7 +181,7 @@ def main() -> None:
     bad = [a for a in archs if a not in ARCHS] + [v for v in variants if v not in INT8_VARIANTS]
     if bad:
         raise SystemExit(f'unknown arch/INT8 variant {bad}; archs: {sorted(ARCHS)}, variants: {sorted(INT8_VARIANTS)}')
-    sides = list(SIDES) + [int8_side(v) for v in variants]
+    sides = list(SIDES) + [DYNAMIC_SIDE] * args.dynamic_shapes + [int8_side(v) for v in variants]
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
 
@@ -177,10 +189,10 @@ def main() -> None:
     columns = [c.format(args.batch) for c in COLUMNS]
     with scratch_dir() as tmp:
         for arch in archs:
-            name = f'ViT-{ARCHS[arch].upper()}'
+            name = model_name(arch)
             weights = osp.join(tmp, f'{arch}.pth')
             make_weights(arch, args.crop, weights)
-            files = prepare_models(arch, args.crop, weights, tmp, variants)
+            files = prepare_models(arch, args.crop, weights, tmp, variants, args.dynamic_shapes)
             specs = {side: dict(arch=arch, side=side, crop=args.crop, batch=args.batch, weights=weights,
                                 onnx=files['onnx'].get(side), mean=files['mean'], std=files['std'],
                                 output=osp.join(tmp, f'{arch}_{i}.npy')) for i, side in enumerate(sides)}
@@ -193,14 +205,15 @@ def main() -> None:
             outs = {side: np.load(spec['output']) for side, spec in specs.items()}
             ref = outs['ours']
             for side in sides:
-                r = res[side]
+                runs = res[side]
                 diff = float(np.abs(outs[side] - ref).max() / np.abs(ref).max())
                 agree = float((outs[side].argmax(0) == ref.argmax(0)).mean())
-                rows.append([name, side, r['seconds'] * 1000, args.batch / r['batch_seconds'],
-                             ratio(res['ours']['seconds'], r['seconds']),
-                             ratio(res['ours']['cpu_seconds'], r['cpu_seconds']),
-                             ratio(res['ours']['batch_seconds'], r['batch_seconds']),
-                             f'{diff:.1e}', f'{agree * 100:.2f}%'])
+
+                def vs_ours(key, runs=runs):  # per round: ours' time over this side's
+                    return span(per_round(lambda o, r: ratio(o[key], r[key]), res['ours'], runs))
+                rows.append([name, side, span([r['seconds'] * 1000 for r in runs]),
+                             span([args.batch / r['batch_seconds'] for r in runs]), vs_ours('seconds'),
+                             vs_ours('cpu_seconds'), vs_ours('batch_seconds'), f'{diff:.1e}', f'{agree * 100:.2f}%'])
     print(f'\nUperNet-ViT {args.crop}x{args.crop}, cpu, fp32 unless INT8; ORT = ONNX Runtime; '
           f'{machine_line(args.device, args.threads)}\n')
     print(markdown_table(columns, rows))

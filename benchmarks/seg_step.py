@@ -60,11 +60,17 @@ from common import (
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'mmseg_configs/upernet/upernet_tinymim-vit-{}_8xb2-160k_ade20k-512x512.py')
-ARCHS = {'tiny': 't', 'small': 's', 'base': 'b'}
+# name: config suffix; the '-light' configs have the decoder at the ViT's width, the others ViT-B's 768
+ARCHS = {'tiny': 't', 'small': 's', 'base': 'b', 'tiny-light': 't-light', 'small-light': 's-light'}
 PARTS = ('backbone', 'whole', 'slide', 'train')
 COLUMNS = ['model', 'part', 'ours img/s', 'mmseg MAE img/s', 'speed ratio (wall)', 'speed ratio (CPU time)',
            'ours peak MiB', 'mmseg peak MiB', 'memory ratio', 'max |Δ| out']
 SLIDE_ASPECT = 683 / 512  # ADE20K-like image: two 512 windows at stride 341
+
+
+def model_name(arch: str) -> str:
+    size, _, light = ARCHS[arch].partition('-')
+    return f'ViT-{size.upper()}' + (' light' if light else '')
 
 
 # ------------------------------------------------------------ model cfgs
@@ -222,7 +228,7 @@ def worker(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--archs', default='base', help='comma-separated: tiny,small,base (default base)')
+    parser.add_argument('--archs', default='base', help=f'comma-separated, of {", ".join(ARCHS)} (default base)')
     parser.add_argument('--parts', default='backbone,whole',
                         help=f'comma-separated subset of {PARTS} (default backbone,whole: ~3 min for ViT-B on 2 cores)')
     parser.add_argument('--crop', type=int, default=512, help='crop / window size (default 512, the recipe)')
@@ -255,7 +261,7 @@ def main() -> None:
                 try:
                     res, outs = run_sides(__file__, specs, args), {}
                 except WorkerFailed as err:  # e.g. out of memory: the row says so, the next ones still run
-                    rows.append(failed_row([f'ViT-{ARCHS[arch].upper()}', part], err, len(COLUMNS)))
+                    rows.append(failed_row([model_name(arch), part], err, len(COLUMNS)))
                     failed += 1
                     continue
                 if part != 'train':
@@ -265,7 +271,7 @@ def main() -> None:
                 ips = {k: [r['images'] / r['seconds'] for r in runs] for k, runs in res.items()}
                 peak = {k: [r['peak_mib'] for r in runs] for k, runs in res.items()}
                 diff = f"{(outs['ours'] - outs['mmseg']).abs().max().item():.1e}" if outs else '-'
-                rows.append([f'ViT-{ARCHS[arch].upper()}', part, span(ips['ours']), span(ips['mmseg']),
+                rows.append([model_name(arch), part, span(ips['ours']), span(ips['mmseg']),
                              span(per_round(ratio, ips['ours'], ips['mmseg'])),
                              span(per_round(partial(cpu_time_ratio, args.device), res['mmseg'], res['ours'])),
                              span(peak['ours']), span(peak['mmseg']),

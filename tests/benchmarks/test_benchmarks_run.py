@@ -45,6 +45,17 @@ def test_seg_step_runs():
         assert float(r[-1]) < 1e-3  # same weights -> same outputs as mmseg's MAE backbone
 
 
+def test_deploy_runs():
+    pytest.importorskip('onnxruntime')
+    out = run_script('deploy.py', '--archs', 'tiny-light', '--crop', '64', '--batch', '2', *FAST)
+    rows = table_rows(out, 'model')
+    assert [r[:2] for r in rows] == [['ViT-T light', side] for side in ('ours', 'mmseg', 'ort-fp32', 'ort-int8')]
+    for r in rows:
+        assert low(r[2]) > 0 and low(r[4]) > 0  # latency, and its ratio to ours
+    fp32 = {r[1]: float(r[-2]) for r in rows}  # max relative difference of the logits vs ours
+    assert fp32['mmseg'] < 1e-4 and fp32['ort-fp32'] < 1e-4
+
+
 def test_distill_step_runs():
     out = run_script('distill_step.py', '--pairs', 's-t', '--res', '32', '--batch', '2', '--loss-memory', '32',
                      '--peak-size', '256', *FAST)
