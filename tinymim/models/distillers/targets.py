@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from ..losses import FEATURE_LOSSES, feature_loss, relation_kl_loss
-from ..vit import QKV_OUTPUTS, TAP_OUTPUTS
+from ..vit import FEATURE_OUTPUTS, QKV_OUTPUTS
+
+FEATURE_TAPS = QKV_OUTPUTS + FEATURE_OUTPUTS
 
 Taps = Dict[str, torch.Tensor]
 
@@ -77,8 +79,8 @@ class FeatureTarget(nn.Module):
     def __init__(self, feature: str, student_dims: int, teacher_dims: int, loss: str = 'smooth_l1',
                  weight: float = 1.0, project: bool = True, beta: float = 1.0):
         super().__init__()
-        if feature not in TAP_OUTPUTS:
-            raise ValueError(f'unknown feature target {feature!r}; choose from {TAP_OUTPUTS}')
+        if feature not in FEATURE_TAPS:
+            raise ValueError(f'unknown feature target {feature!r}; choose from {FEATURE_TAPS}')
         self.feature, self.weight, self.beta = feature, float(weight), beta
         self.loss = _check_loss(loss, ('smooth_l1', 'cosine'), f'feature target {feature!r}')
         self.proj = _projection(student_dims, teacher_dims, project, f'feature target {feature!r}')
@@ -128,7 +130,7 @@ def build_target(cfg: dict, student_dims: int, teacher_dims: int, relation_chunk
             return RelationTarget(**cfg)
         if kind == 'feature':
             if 'feature' not in cfg:
-                raise ValueError(f"a feature target needs feature= one of {TAP_OUTPUTS}")
+                raise ValueError(f"a feature target needs feature= one of {FEATURE_TAPS}")
             return FeatureTarget(student_dims=student_dims, teacher_dims=teacher_dims, **cfg)
         if kind == 'cls':
             return ClsTarget(student_dims=student_dims, teacher_dims=teacher_dims, **cfg)
