@@ -8,7 +8,7 @@ from distill_helpers import TINY_STUDENT, TINY_TEACHER, distiller_cfg, naive_rel
 from mmseg.registry import MODELS
 from timm_twins import timm_twin
 
-from tinymim.models.distillers.tinymim_distiller import random_token_index
+from tinymim.models.distillers.masking import random_token_index
 from tinymim.models.losses import feature_loss
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import FEATURE_LOSSES, feature_loss, relation_kl_loss
-from ..vit import FEATURE_OUTPUTS, QKV_OUTPUTS
+from ..vit import CLS_OUTPUT, FEATURE_OUTPUTS, QKV_OUTPUTS
 
 FEATURE_TAPS = QKV_OUTPUTS + FEATURE_OUTPUTS
 
@@ -103,7 +103,7 @@ class ClsTarget(nn.Module):
     Loss ``loss_cls``. Needs the whole student, so no block stays frozen.
     """
 
-    outputs = set()
+    outputs = {CLS_OUTPUT}
 
     def __init__(self, student_dims: int, teacher_dims: int, loss: str = 'kl', weight: float = 1.0,
                  project: bool = True, beta: float = 1.0):

@@ -13,8 +13,9 @@ from mmseg.registry import MODELS
 
 from ..checkpoint import load_vit_checkpoint, summarize_keys
 from ..losses import relation_matrix
-from ..vit import VisionTransformer, check_heads
-from .targets import ClsTarget, Taps, build_target, uses_qkv
+from ..vit import CLS_OUTPUT, VisionTransformer, check_heads
+from .masking import keep_tokens, random_token_index
+from .targets import Taps, build_target, uses_qkv
 
 DEFAULT_TARGETS = (dict(type='relation', pairs=('qk', 'vv'), weight=1.0),)
 
@@ -65,45 +66,6 @@ def _check_fresh_teacher_weights(teacher: VisionTransformer, fresh: Sequence[str
                          'values in the frozen teacher and change what it computes; build the teacher as the '
                          'checkpoint was trained (e.g. without layer_scale_init_value, or with final_norm for the '
                          'cls target)')
-
-
-def random_token_index(batch: int, num_patches: int, mask_ratio: float, device) -> torch.Tensor:
-    """MAE random masking: the (B, K) patch indices kept, K = int(L * (1 - ratio)), sorted."""
-    keep = max(1, int(num_patches * (1 - mask_ratio)))
-    noise = torch.rand(batch, num_patches, device=device)
-    return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
-
-
-def keep_tokens(taps: Taps, token_index: torch.Tensor) -> Taps:
-    """Restrict teacher taps to CLS + the student's kept patches, so both
-    relations are over the same token set (softmax over the kept keys)."""
-    index = torch.cat([token_index.new_zeros(token_index.shape[0], 1), token_index + 1], dim=1)
-    out = {}
-    for name, x in taps.items():
-        if name == 'cls':
-            out[name] = x
-            continue
-        if x.dim() == 4:  # (B, heads, N, d)
-            out[name] = torch.gather(x, 2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
-        else:  # (B, N, C)
-            out[name] = torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
-    return out
-
-
-def run_vit(vit: VisionTransformer, x: torch.Tensor, block_index: int, outputs: Sequence[str],
-            num_heads: Optional[int], token_index: Optional[torch.Tensor] = None, with_cls: bool = False) -> Taps:
-    """``forward_tap`` outputs of block ``block_index`` (0-based), plus the CLS
-    token after the final norm (``'cls'``) when ``with_cls``: then the tapped
-    block's output is taken and the remaining blocks run."""
-    outputs = set(outputs) | ({'block'} if with_cls else set())
-    taps = vit.forward_tap(x, block_index, tuple(sorted(outputs)), num_heads=num_heads, token_index=token_index)
-    if with_cls:
-        tokens = taps['block']
-        grid = (x.shape[-2] // vit.patch_size, x.shape[-1] // vit.patch_size)
-        for blk in vit.blocks[block_index + 1:]:
-            tokens = blk(tokens, grid)
-        taps['cls'] = vit.norm(tokens)[:, 0]
-    return taps
 
 
 @MODELS.register_module()
@@ -172,7 +134,7 @@ class TinyMIMDistiller(BaseModel):
                 raise ValueError(f'targets repeat the losses {sorted(clash)}')
             self.targets['_'.join(n[len('loss_'):] for n in target.loss_names)] = target
         self.outputs = set().union(*(t.outputs for t in self.targets.values()))
-        self.with_cls = any(isinstance(t, ClsTarget) for t in self.targets.values())
+        self.with_cls = CLS_OUTPUT in self.outputs
         if self.with_cls and (teacher_vit.norm is None or self.student.norm is None):
             raise ValueError('the cls target uses the CLS token after the final norm; build both ViTs with '
                              'final_norm=True')
@@ -285,15 +247,15 @@ class TinyMIMDistiller(BaseModel):
             p = self.student.patch_size
             num_patches = (student_x.shape[-2] // p) * (student_x.shape[-1] // p)
             token_index = random_token_index(student_x.shape[0], num_patches, self.mask_ratio, student_x.device)
+        outputs = tuple(sorted(self.outputs))
         # no_grad rather than inference_mode: teacher tensors are saved for the
         # relation loss's backward, which inference tensors cannot be.
         with torch.no_grad():
-            teacher = run_vit(self.teacher, teacher_x, self.teacher_block - 1, self.outputs, self.relation_heads,
-                              with_cls=self.with_cls)
+            teacher = self.teacher.forward_tap(teacher_x, self.teacher_block - 1, outputs, self.relation_heads)
         if token_index is not None:
             teacher = keep_tokens(teacher, token_index)
-        student = run_vit(self.student, student_x, self.student_block - 1, self.outputs, self.relation_heads,
-                          token_index, self.with_cls)
+        student = self.student.forward_tap(student_x, self.student_block - 1, outputs, self.relation_heads,
+                                           token_index)
         return student, teacher
 
     def loss(self, inputs) -> Dict[str, torch.Tensor]:
