@@ -80,9 +80,10 @@ class TinyMIMDistiller(BaseModel):
             ``pos_embed_type='sincos'``, optionally a Pretrained ``init_cfg``).
         teacher_block / student_block: 1-based numbers of the distilled
             blocks; ``None`` is the last block.
-        targets: config dicts, ``type`` one of ``relation`` (pairs of q/k/v),
-            ``feature`` (block/attn/ffn/q/k/v, smooth_l1 or cosine) and
-            ``cls``; each gives its named losses.
+        targets: config dicts, ``type`` a class in ``DISTILL_TARGETS``:
+            ``relation`` (pairs of q/k/v), ``feature`` (block/attn/ffn/q/k/v,
+            smooth_l1 or cosine), ``cls``, or a user's registered target
+            (see ``targets.py``); each declares its taps and named losses.
         relation_heads: heads both sides split Q/K/V into (the relation is
             per head); default the ``relation_heads`` of the teacher or
             student config if one sets it, else the teacher's head count
@@ -128,7 +129,8 @@ class TinyMIMDistiller(BaseModel):
             raise ValueError('targets is empty: give at least one distillation target')
         self.targets = nn.ModuleDict()
         for cfg in targets:
-            target = build_target(cfg, self.student.embed_dims, teacher_vit.embed_dims, relation_chunk_size)
+            target = build_target(cfg, student_dims=self.student.embed_dims, teacher_dims=teacher_vit.embed_dims,
+                                  relation_chunk_size=relation_chunk_size)
             clash = set(target.loss_names) & {n for t in self.targets.values() for n in t.loss_names}
             if clash:
                 raise ValueError(f'targets repeat the losses {sorted(clash)}')
@@ -268,7 +270,7 @@ class TinyMIMDistiller(BaseModel):
     def extract(self, inputs) -> Dict[str, Taps]:
         """Relations (``relation_qk``...), tapped features and CLS tokens of both models."""
         student, teacher = self._taps(inputs)
-        pairs = [p for t in self.targets.values() for p in getattr(t, 'pairs', ())]
+        pairs = [p for t in self.targets.values() for p in t.relations]
         result = {}
         for role, taps in (('student', student), ('teacher', teacher)):
             result[role] = dict(taps, **{f'relation_{p}': relation_matrix(taps[p[0]], taps[p[1]]) for p in pairs})
