@@ -68,6 +68,22 @@ def _check_fresh_teacher_weights(teacher: VisionTransformer, fresh: Sequence[str
                          'cls target)')
 
 
+def _drop_teacher_from_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict post-hook: the frozen teacher is not saved (it comes from its own file)."""
+    for key in [k for k in state_dict if k.startswith(prefix + 'teacher.')]:
+        del state_dict[key]
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        for key in [k for k in metadata if k == prefix + 'teacher' or k.startswith(prefix + 'teacher.')]:
+            del metadata[key]
+
+
+def _keep_teacher_on_load(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load pre-hook: the teacher keeps the weights it was built with; any
+    teacher entries of the loaded dict are replaced by them."""
+    state_dict.update(module.teacher.state_dict(prefix=prefix + 'teacher.'))
+
+
 @MODELS.register_module()
 class TinyMIMDistiller(BaseModel):
     """Distil a frozen teacher ViT into a student ViT (TinyMIM).
@@ -98,12 +114,14 @@ class TinyMIMDistiller(BaseModel):
             did not pay at 224 px (benchmarks/distill_step.py, see
             docs/performance.md).
 
-    The teacher is kept outside the module tree (``self._teacher``): it is
-    not in ``parameters()`` (so never in the optimizer nor in DDP's
-    reducer), not in ``state_dict()`` (the checkpoint refers to it by the
-    config's path and resumes by reloading it), and ``train()`` cannot put
-    it in training mode. ``_apply`` moves it with the model (``.to``,
-    ``.cuda``, ``.half``).
+    The teacher is a submodule (``self.teacher``), so ``.to()``, ``.cuda()``,
+    DDP, FSDP and EMA wrappers see it as usual. It is frozen
+    (``requires_grad=False``: optimizer constructors skip it and DDP's
+    reducer ignores it), ``train()`` keeps it in eval mode, and a state-dict
+    hook leaves it out of ``state_dict()``: the checkpoint holds the student
+    (and the targets' projections) and names the teacher by the config's
+    path, which resuming reloads. Loading keeps the teacher's own weights,
+    so student-only checkpoints load strictly.
     """
 
     def __init__(self, teacher: dict, student: dict, teacher_block: Optional[int] = None,
@@ -153,7 +171,9 @@ class TinyMIMDistiller(BaseModel):
         teacher_vit.eval()
         loaded = load_vit_checkpoint(teacher_vit, self.teacher_checkpoint)
         _check_fresh_teacher_weights(teacher_vit, loaded['fresh'], self.teacher_checkpoint, self.with_cls)
-        self._teacher = [teacher_vit]  # a list hides it from nn.Module's registration (see class doc)
+        self.teacher = teacher_vit
+        self.register_state_dict_post_hook(_drop_teacher_from_state_dict)
+        self.register_load_state_dict_pre_hook(_keep_teacher_on_load)
         self._configure_student()
         if not isinstance(compile, (bool, dict)):
             raise ValueError(f'compile must be True, False or a dict of torch.compile options (e.g. '
@@ -209,16 +229,8 @@ class TinyMIMDistiller(BaseModel):
             # Q/K/V alone do not run the attention, so its relative position bias gets no gradient.
             blk.attn.relative_position_bias_table.requires_grad_(False)
 
-    @property
-    def teacher(self) -> VisionTransformer:
-        return self._teacher[0]
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
-        return self
-
     def train(self, mode: bool = True):
+        """The student's (and targets') mode; the teacher stays in eval mode."""
         super().train(mode)
         self.teacher.eval()
         return self
