@@ -49,7 +49,7 @@ def test_relation_loss(upstream, chunk):
 
 @pytest.mark.parametrize('gelu', [False, True])
 @pytest.mark.parametrize('with_bias,with_gamma', [(True, True), (False, True), (True, False)])
-def test_lean_linear(gelu, with_bias, with_gamma):
+def test_recompute_linear(gelu, with_bias, with_gamma):
     x, w = double_randn(2, 5, 6), double_randn(4, 6)
     extra = [double_randn(4) if on else None for on in (with_bias, with_gamma)]
     inputs = (x, w, *[t for t in extra if t is not None])
@@ -67,7 +67,7 @@ def test_lean_linear(gelu, with_bias, with_gamma):
     assert_same(ours, grads_with_upstream(plain, inputs, upstream), rtol=1e-12, atol=1e-12)
 
 
-def test_norm_linear():
+def test_layernorm_linear():
     norm, linear = nn.LayerNorm(6, eps=1e-6).double(), nn.Linear(6, 4).double()
     with torch.no_grad():
         norm.weight.normal_(), norm.bias.normal_()
