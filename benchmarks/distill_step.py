@@ -33,7 +33,7 @@ and backward; a compiled step is counted as its eager code, which
 measured in the same run at the step's precision (fp32, or bf16 with
 ``--amp``): per CPU-second on CPU, per second on CUDA. Ours executes fewer:
 drop path skips the dropped samples' branches
-(``tinymim.models.vit.add_residual``). Every step is seeded alike, so both
+(``tinymim.models.layers.add_residual``). Every step is seeded alike, so both
 sides drop the same samples in every timed step and in the count. Compiled
 code runs drop path on the whole batch, but the count runs the eager code:
 with ``--compile`` the "ours" count and its % of peak err low by the

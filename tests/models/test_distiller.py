@@ -1,15 +1,24 @@
 import copy
+import os.path as osp
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from autograd_helpers import assert_grads_agree, param_grads
 from distill_helpers import TINY_STUDENT, TINY_TEACHER, distiller_cfg, naive_relation_kl, write_teacher
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import get_state_dict
 from mmseg.registry import MODELS
 from timm_twins import timm_twin
 
-from tinymim.models.distillers.tinymim_distiller import random_token_index
+from tinymim.models.distillers.masking import random_token_index
 from tinymim.models.losses import feature_loss
+
+DISTILL_SCHEDULE = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                            'mmseg_configs/_base_/schedules/distill_300e.py')
 
 
 @pytest.fixture(scope='module')
@@ -121,12 +130,28 @@ def test_teacher_frozen_outside_optimizer_and_checkpoint(teacher_path):
     model.train()
     assert not model.teacher.training and model.student.training
     teacher_ids = {id(p) for p in model.teacher.parameters()}
-    assert not teacher_ids & {id(p) for p in model.parameters()}
+    assert teacher_ids <= {id(p) for p in model.parameters()}  # a registered submodule...
+    # ...that the distillation config's optimizer leaves out
+    optim_cfg = Config.fromfile(DISTILL_SCHEDULE).optim_wrapper
+    init_default_scope('mmseg')  # as the Runner does
+    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    assert not teacher_ids & {id(p) for group in optim_wrapper.param_groups for p in group['params']}
+    # the same groups as mmengine's default constructor, which warns once per frozen tensor instead
+    default = build_optim_wrapper(model, dict(optim_cfg, constructor='DefaultOptimWrapperConstructor'))
+    assert ([[id(p) for p in group['params']] for group in optim_wrapper.param_groups]
+            == [[id(p) for p in group['params']] for group in default.param_groups])
     assert all(k.startswith('student.') for k in model.state_dict())
+    assert all(k.startswith('student.') for k in get_state_dict(model))  # what mmengine's checkpoints save
+    assert all(k.startswith('module.student.') for k in nn.ModuleDict(dict(module=model)).state_dict())  # wrapped
     assert not any(p.requires_grad for p in model.teacher.parameters())
     # The checkpoint resumes into a fresh model; the teacher comes from its path.
     fresh = build(teacher_path)
     fresh.load_state_dict(model.state_dict(), strict=True)
+    # A state dict that does hold teacher entries leaves the loaded teacher as it is.
+    teacher_before = copy.deepcopy(fresh.teacher.state_dict())
+    fresh.load_state_dict(dict(model.state_dict(), **{f'teacher.{k}': torch.zeros_like(v)
+                                                      for k, v in teacher_before.items()}), strict=True)
+    assert all(torch.equal(v, teacher_before[k]) for k, v in fresh.teacher.state_dict().items())
     # .to()/.double() move the teacher with the model.
     model.double()
     assert next(model.teacher.parameters()).dtype == torch.float64

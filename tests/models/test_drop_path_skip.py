@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from tinymim.models.vit import Block, add_residual
+from tinymim.models.layers import add_residual
+from tinymim.models.vit import Block
 
 
 class RecordingBranch(nn.Module):

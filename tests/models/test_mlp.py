@@ -6,8 +6,8 @@ import torch
 from autograd_helpers import saved_tensors
 from timm.layers import Mlp as TimmMlp
 
-from tinymim.models.lean_linear import lean_linear
-from tinymim.models.mlp import Mlp
+from tinymim.models.layers.mlp import Mlp
+from tinymim.models.layers.recompute_linear import recompute_linear
 
 
 def test_matches_timm_mlp_and_keeps_one_hidden_tensor():
@@ -31,8 +31,8 @@ def test_gradcheck():
     args = (torch.randn(4, 6, dtype=torch.float64, requires_grad=True),
             torch.randn(3, 6, dtype=torch.float64, requires_grad=True),
             torch.randn(3, dtype=torch.float64, requires_grad=True))
-    assert torch.autograd.gradcheck(lambda h, w, b: lean_linear(h, w, b, gelu=True), args)
-    assert torch.autograd.gradcheck(lambda h, w: lean_linear(h, w, gelu=True), args[:2])
+    assert torch.autograd.gradcheck(lambda h, w, b: recompute_linear(h, w, b, gelu=True), args)
+    assert torch.autograd.gradcheck(lambda h, w: recompute_linear(h, w, gelu=True), args[:2])
 
 
 def test_autocast_casts_like_linear():
@@ -60,6 +60,6 @@ def test_gradcheck_with_layer_scale():
     torch.manual_seed(0)
     h, w, b, gamma = (torch.randn(*shape, dtype=torch.float64, requires_grad=True)
                       for shape in ((4, 6), (3, 6), (3,), (3,)))
-    assert torch.autograd.gradcheck(lambda h, w, b, g: lean_linear(h, w, b, g, gelu=True), (h, w, b, gamma))
-    assert torch.autograd.gradcheck(lambda h, w, g: lean_linear(h, w, None, g, gelu=True), (h, w, gamma))
-    assert torch.autograd.gradcheck(lambda x, w, b, g: lean_linear(x, w, b, g), (h, w, b, gamma))
+    assert torch.autograd.gradcheck(lambda h, w, b, g: recompute_linear(h, w, b, g, gelu=True), (h, w, b, gamma))
+    assert torch.autograd.gradcheck(lambda h, w, g: recompute_linear(h, w, None, g, gelu=True), (h, w, gamma))
+    assert torch.autograd.gradcheck(lambda x, w, b, g: recompute_linear(x, w, b, g), (h, w, b, gamma))

@@ -6,7 +6,7 @@ plain loss. Training passes other values: target weights, AMP loss scaling,
 gradient accumulation, and every layer inside a network. Each function
 here gets a random upstream gradient (a non-unit scalar for the scalar
 relation loss) and must give plain PyTorch's input gradients. The chunked
-attention is checked the same way in ``test_biased_attention.py``.
+attention is checked the same way in ``test_chunked_relpos_attention.py``.
 """
 import pytest
 import torch
@@ -16,10 +16,10 @@ from distill_helpers import distiller_cfg, naive_relation_kl, write_teacher
 from mmseg.registry import MODELS
 from timm.layers import DropPath
 
-from tinymim.models.lean_linear import lean_linear
+from tinymim.models.layers import add_residual
+from tinymim.models.layers.layernorm_linear import layernorm_linear
+from tinymim.models.layers.recompute_linear import recompute_linear
 from tinymim.models.losses import relation_kl_loss
-from tinymim.models.norm_linear import norm_linear
-from tinymim.models.vit import add_residual
 
 
 def grads_with_upstream(fn, inputs, upstream):
@@ -49,7 +49,7 @@ def test_relation_loss(upstream, chunk):
 
 @pytest.mark.parametrize('gelu', [False, True])
 @pytest.mark.parametrize('with_bias,with_gamma', [(True, True), (False, True), (True, False)])
-def test_lean_linear(gelu, with_bias, with_gamma):
+def test_recompute_linear(gelu, with_bias, with_gamma):
     x, w = double_randn(2, 5, 6), double_randn(4, 6)
     extra = [double_randn(4) if on else None for on in (with_bias, with_gamma)]
     inputs = (x, w, *[t for t in extra if t is not None])
@@ -63,17 +63,17 @@ def test_lean_linear(gelu, with_bias, with_gamma):
         out = F.linear(F.gelu(x) if gelu else x, w, b)
         return out if gamma is None else gamma * out
     upstream = torch.randn(2, 5, 4, dtype=torch.float64)
-    ours = grads_with_upstream(lambda *args: lean_linear(*unpack(args), gelu=gelu), inputs, upstream)
+    ours = grads_with_upstream(lambda *args: recompute_linear(*unpack(args), gelu=gelu), inputs, upstream)
     assert_same(ours, grads_with_upstream(plain, inputs, upstream), rtol=1e-12, atol=1e-12)
 
 
-def test_norm_linear():
+def test_layernorm_linear():
     norm, linear = nn.LayerNorm(6, eps=1e-6).double(), nn.Linear(6, 4).double()
     with torch.no_grad():
         norm.weight.normal_(), norm.bias.normal_()
     inputs = (double_randn(2, 5, 6), norm.weight, norm.bias, linear.weight, linear.bias)
     upstream = torch.randn(2, 5, 4, dtype=torch.float64)
-    ours = grads_with_upstream(lambda x, *_: norm_linear(x, norm, linear), inputs, upstream)
+    ours = grads_with_upstream(lambda x, *_: layernorm_linear(x, norm, linear), inputs, upstream)
     ref = grads_with_upstream(lambda x, *_: linear(norm(x)), inputs, upstream)
     assert_same(ours, ref, rtol=1e-12, atol=1e-12)
 

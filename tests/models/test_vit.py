@@ -131,6 +131,18 @@ def test_feature_taps_equal_block_parts():
     torch.testing.assert_close(feats['block'], feats['attn'] + blk.ls2(feats['ffn']), rtol=0, atol=1e-6)
 
 
+@torch.no_grad()
+def test_cls_tap_is_the_final_norm_cls_token():
+    model = perturb_(VisionTransformer(SMALL_ARCH, img_size=32))
+    x = torch.randn(2, 3, 32, 32)
+    taps = model.forward_tap(x, 1, ('q', 'block', 'cls'))
+    assert set(taps) == {'q', 'block', 'cls'} and taps['cls'].shape == (2, model.embed_dims)
+    torch.testing.assert_close(taps['cls'], model.forward_features(x)[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.forward_tap(x, 0, ('cls',))['cls'], taps['cls'], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match='final_norm=True'):
+        VisionTransformer(SMALL_ARCH, img_size=32, final_norm=False).forward_tap(x, 1, ('cls',))
+
+
 def fired_modules(model: nn.Module, run) -> set:
     fired = set()
     handles = [m.register_forward_hook(lambda mod, i, o, name=name: fired.add(name))

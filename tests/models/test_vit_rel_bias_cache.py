@@ -3,7 +3,7 @@ sliding windows) must never serve stale values."""
 import pytest
 import torch
 
-from tinymim.models.vit import Attention
+from tinymim.models.layers import Attention
 
 
 def reference_bias(attn, grid):

@@ -1,4 +1,5 @@
-"""Position embeddings: fixed 2-D sin-cos tables and bicubic resizing.
+"""Position embeddings: fixed 2-D sin-cos tables, BEiT's relative-bias index
+and bicubic resizing.
 
 Resizing follows MAE's ``interpolate_pos_embed`` and timm's
 ``resample_abs_pos_embed``: bicubic, ``align_corners=False``, prefix (CLS)
@@ -10,6 +11,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.layers import gen_relative_position_index
 
 
 def _sincos_1d(embed_dim: int, pos: np.ndarray) -> np.ndarray:
@@ -61,21 +63,19 @@ def relative_position_index(window: Tuple[int, int], num_prefix_tokens: int = 1)
 
     Each prefix token owns three rows after the (2H-1)(2W-1) grid rows:
     prefix->token, token->prefix and prefix->itself. With one prefix token
-    (CLS) these are BEiT's last three rows. With two (CLS and the TinyMIM*-T
-    distillation token), the distillation token's three come first and the
-    CLS token's last, and the CLS rows also cover CLS<->distillation pairs,
-    as in the reference TinyMIM*-T segmentation backbone.
+    (CLS) these are BEiT's last three rows: timm's
+    ``gen_relative_position_index``. With two (CLS and the TinyMIM*-T
+    distillation token), which timm does not build, the distillation token's
+    three come first and the CLS token's last, and the CLS rows also cover
+    CLS<->distillation pairs, as in the reference TinyMIM*-T segmentation
+    backbone.
     """
-    wh, ww = window
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing='ij')).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    rel[:, :, 0] += wh - 1
-    rel[:, :, 1] += ww - 1
-    rel[:, :, 0] *= 2 * ww - 1
-    num_rel = (2 * wh - 1) * (2 * ww - 1)
+    window = tuple(window)
+    if num_prefix_tokens == 1:
+        return gen_relative_position_index(window, class_token=True)
     p = num_prefix_tokens
-    index = torch.zeros((wh * ww + p, wh * ww + p), dtype=torch.long)
-    index[p:, p:] = rel.sum(-1)
+    num_rel = (2 * window[0] - 1) * (2 * window[1] - 1)
+    index = F.pad(gen_relative_position_index(window), [p, 0, p, 0])
     for token in reversed(range(p)):  # the CLS token (0) last: its rows win on prefix<->prefix pairs
         row = num_rel + 3 * (p - 1 - token)
         index[token, :] = row

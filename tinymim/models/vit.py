@@ -10,27 +10,20 @@ by default.
 
 ``forward_tap`` is what distillation uses: it runs the embeddings, the
 blocks before the tapped one and only as much of the tapped block as the
-requested outputs need, and returns Q/K/V split into any number of heads.
+requested outputs need, and returns Q/K/V split into any number of heads,
+block features and, when asked, the CLS token after the final norm. The
+layers themselves (attention, MLP, the memory-saving autograd functions)
+are in ``tinymim/models/layers/``.
 """
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import DropPath
 
-from .biased_attention import chunked_biased_attention
-from .lean_linear import lean_linear
-from .mlp import Mlp
-from .norm_linear import norm_linear
-from .pos_embed import (
-    relative_bias_table_size,
-    relative_position_index,
-    resize_pos_embed,
-    resize_relative_bias_table,
-    sincos_2d_pos_embed,
-)
+from .layers import Attention, LayerScale, Mlp, PatchEmbed, add_residual, check_heads
+from .pos_embed import resize_pos_embed, sincos_2d_pos_embed
 
 # embed_dims / num_layers / num_heads (and patch size where it is not 16).
 ARCH_ZOO = {
@@ -44,8 +37,8 @@ ARCH_ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large', 'h': 'huge
 
 QKV_OUTPUTS = ('q', 'k', 'v')
 FEATURE_OUTPUTS = ('attn', 'ffn', 'block')  # Ĥ_i, H̃_i, F_i in the TinyMIM paper
-TAP_OUTPUTS = QKV_OUTPUTS + FEATURE_OUTPUTS
-ATTN_IMPLS = ('auto', 'chunked', 'sdpa')
+CLS_OUTPUT = 'cls'  # the CLS token after the last block and the final norm
+TAP_OUTPUTS = QKV_OUTPUTS + FEATURE_OUTPUTS + (CLS_OUTPUT,)
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -63,195 +56,6 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return arch
 
 
-def check_heads(embed_dims: int, num_heads: int, what: str = 'num_heads') -> None:
-    if num_heads <= 0 or embed_dims % num_heads:
-        raise ValueError(f'{what}={num_heads} does not divide the width embed_dims={embed_dims}')
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches -> tokens; any input size divisible by the patch."""
-
-    def __init__(self, patch_size: int, in_channels: int, embed_dims: int):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        h, w = x.shape[-2:]
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f'input size {h}x{w} is not divisible by the patch size {p}; '
-                             'resize or pad the image (mmseg data preprocessors pad with size_divisor)')
-        x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), (h // p, w // p)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention``.
-
-    With ``window`` set, a BEiT relative position bias (zero-initialised) is
-    added as the attention mask; it is bicubically resized when the token
-    grid differs from the window it was built for.
-
-    ``attn_impl`` chooses how attention runs while the bias table trains:
-    ``'chunked'`` (``biased_attention.py``: no B×H×N×N maps kept for
-    backward), ``'sdpa'``, or ``'auto'``: chunked on CPU, where SDPA has no
-    fused kernel with a bias gradient, and SDPA on other devices. Without a
-    bias gradient (inference, a frozen table), attention dropout or fp16/bf16
-    inputs, SDPA always runs.
-    """
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0., window: Optional[Tuple[int, int]] = None, attn_impl: str = 'auto',
-                 num_prefix_tokens: int = 1):
-        super().__init__()
-        check_heads(dim, num_heads)
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}')
-        self.attn_impl = attn_impl
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.window = tuple(window) if window else None
-        self.num_prefix_tokens = num_prefix_tokens
-        if self.window:
-            self.relative_position_bias_table = nn.Parameter(
-                torch.zeros(relative_bias_table_size(self.window, num_prefix_tokens), num_heads))
-            self.register_buffer('relative_position_index', relative_position_index(self.window, num_prefix_tokens),
-                                 persistent=False)
-
-    def split_heads(self, x: torch.Tensor, num_heads: Optional[int] = None, norm: Optional[nn.LayerNorm] = None):
-        """Q, K, V of ``x`` (of ``norm(x)`` when given) as (B, heads, N, dim/heads) each.
-
-        ``num_heads`` may differ from the block's own: splitting has no
-        parameters, so any divisor of the width gives valid relations.
-        """
-        b, n, c = x.shape
-        heads = num_heads or self.num_heads
-        if heads != self.num_heads:
-            check_heads(c, heads, 'relation heads')
-        qkv = self.qkv(x) if norm is None else norm_linear(x, norm, self.qkv)
-        qkv = qkv.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        return qkv.unbind(0)
-
-    def relative_bias(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """The (heads, N, N) bias, contiguous.
-
-        Gathering rows of the transposed table gives the heads-first layout
-        directly; ``table[index].permute(2, 0, 1)`` would be a strided view
-        that SDPA copies (together ~1/4 of a ViT-B forward at 512 px on CPU,
-        see benchmarks/seg_step.py). Without autograd (inference, sliding
-        windows) the bias is cached until the table's values change. They
-        are compared with a copy of the table (a few thousand numbers per
-        block), not by the tensor's version counter: fused AdamW and
-        ``param.data`` updates (EMA weight swaps) change values without
-        bumping it. Compiled code builds the bias in the graph instead: the
-        cache check cannot be traced, and would break the graph per block.
-        """
-        if torch.compiler.is_compiling():
-            return self.gather_bias(grid)
-        table = self.relative_position_bias_table.detach()
-        key = (tuple(grid), table.dtype, table.device, torch.is_inference_mode_enabled())
-        cache = getattr(self, '_bias_cache', None)
-        if torch.is_grad_enabled():
-            self._bias_cache = None
-            return self.gather_bias(grid)
-        if cache is not None and cache[0] == key and torch.equal(cache[1], table):
-            return cache[2]
-        bias = self.gather_bias(grid)
-        self._bias_cache = (key, table.clone(), bias)
-        return bias
-
-    def gather_bias(self, grid: Tuple[int, int]) -> torch.Tensor:
-        table_t, index = self.bias_table_and_index(grid)
-        n = index.shape[0]
-        return table_t.index_select(1, index.view(-1)).view(-1, n, n)
-
-    def bias_table_and_index(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The heads-first (heads, T) table, resized to ``grid``, and the
-        (N, N) index into it."""
-        table = self.relative_position_bias_table
-        if tuple(grid) == self.window:
-            index = self.relative_position_index
-        else:
-            table = resize_relative_bias_table(table, grid, self.window, self.num_prefix_tokens)
-            index = relative_position_index(grid, self.num_prefix_tokens).to(table.device)
-        return table.t().contiguous(), index
-
-    def use_chunked(self, q: torch.Tensor) -> bool:
-        """Whether the chunked bias-gradient attention runs (see the class doc)."""
-        if self.attn_impl == 'sdpa' or (self.attn_impl == 'auto' and q.device.type != 'cpu'):
-            return False
-        return (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad
-                and not (self.training and self.attn_drop) and q.dtype in (torch.float32, torch.float64))
-
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int], norm: Optional[nn.LayerNorm] = None,
-                gamma: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Attention over ``x`` (over ``norm(x)`` when given: the block's LN1,
-        fused with the qkv projection, see ``norm_linear``), times the layer
-        scale ``gamma`` when given (inside the projection's lean backward
-        while autograd records, see ``lean_linear``)."""
-        b, n, c = x.shape
-        q, k, v = self.split_heads(x, norm=norm)
-        if self.window and n != grid[0] * grid[1] + self.num_prefix_tokens:
-            raise ValueError('relative position bias needs the full token grid plus the prefix tokens '
-                             f'({grid[0]}x{grid[1]}+{self.num_prefix_tokens}), got {n} tokens (masked input?)')
-        if self.window and self.use_chunked(q):
-            x = chunked_biased_attention(q, k, v, *self.bias_table_and_index(grid))
-        else:
-            mask = self.relative_bias(grid).unsqueeze(0).to(q.dtype) if self.window else None
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               dropout_p=self.attn_drop if self.training else 0.)
-        x = x.transpose(1, 2).reshape(b, n, c)
-        if gamma is not None and torch.is_grad_enabled():  # dropout commutes with the per-channel scale
-            return self.proj_drop(lean_linear(x, self.proj.weight, self.proj.bias, gamma))
-        x = self.proj_drop(self.proj(x))
-        return x if gamma is None else x * gamma
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init_value: float):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
-
-    def forward(self, x):
-        return x * self.gamma
-
-
-def add_residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
-                 drop_path: nn.Module) -> torch.Tensor:
-    """``x + drop_path(branch(x))``, running the branch only on the samples
-    that drop path keeps.
-
-    timm's ``DropPath`` computes the branch for the whole batch and then
-    multiplies the dropped samples by zero: with rate 0.1 that is a tenth of
-    the branch's work, forward and backward, for nothing. The mask is drawn
-    as timm draws it (one Bernoulli(1 - rate) per sample, kept samples
-    scaled by 1 / (1 - rate)), only before the branch instead of after: the
-    same masks whenever the branch itself draws no random numbers.
-    """
-    if (not isinstance(drop_path, DropPath) or not drop_path.training or drop_path.drop_prob == 0
-            or torch.compiler.is_compiling()):
-        # Compiled code takes timm's path: the kept-sample index has a
-        # data-dependent size, which would break the graph in every block.
-        return x + drop_path(branch(x))
-    keep_prob = 1 - drop_path.drop_prob
-    scale = 1 / keep_prob if keep_prob > 0 and drop_path.scale_by_keep else 1
-    kept = x.new_empty((x.shape[0],)).bernoulli_(keep_prob).nonzero().flatten()
-    if kept.numel() == x.shape[0]:
-        return x + branch(x) * scale
-    if kept.numel() == 0:
-        # Rare (rate^batch): run the branch and zero it, as timm does, so its
-        # parameters get zero gradients rather than none, which DDP
-        # (find_unused_parameters=False) and the optimizer expect.
-        return x + branch(x) * 0
-    out = branch(x.index_select(0, kept))
-    # Under autocast the branch returns bf16/fp16; the residual stream keeps x's dtype, as ``x + out`` would.
-    return x.index_add(0, kept, (out * scale).to(x.dtype))
-
-
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
@@ -267,23 +71,29 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward_parts(self, x: torch.Tensor, grid: Tuple[int, int],
-                      outputs: Iterable[str] = FEATURE_OUTPUTS) -> Dict[str, torch.Tensor]:
-        """The block's attention stage Ĥ = x + MHSA(LN(x)), FFN output
-        H̃ = FFN(LN(Ĥ)) and output F = Ĥ + H̃ (residual branches scaled and
-        dropped as in ``forward``). With only 'attn' asked for, the FFN
-        does not run."""
-        parts = dict(attn=add_residual(x, lambda t: self.attn(t, grid, self.norm1, self.gamma1), self.drop_path1))
-        if set(outputs) & {'ffn', 'block'}:
-            parts['ffn'] = self.mlp(parts['attn'], self.norm2)
-            parts['block'] = parts['attn'] + self.drop_path2(self.ls2(parts['ffn']))
-        return {name: parts[name] for name in outputs if name in parts}
+    def forward(self, x: torch.Tensor, grid: Tuple[int, int],
+                outputs: Collection[str] = ()) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The block's output F = Ĥ + ls2(FFN(LN2(Ĥ))), Ĥ = x + ls1(MHSA(LN1(x))),
+        each residual branch under drop path.
 
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        # The norms and layer scales run inside attention and the MLP, fused with their first and last
-        # projections (norm_linear.py, lean_linear.py): fewer activations kept for backward.
-        x = add_residual(x, lambda t: self.attn(t, grid, self.norm1, self.gamma1), self.drop_path1)
-        return add_residual(x, lambda t: self.mlp(t, self.norm2, self.gamma2), self.drop_path2)
+        The norms and layer scales run inside attention and the MLP, fused
+        with their first and last projections (``layernorm_linear``,
+        ``recompute_linear``): fewer activations kept for backward.
+
+        With ``outputs`` (names in ``FEATURE_OUTPUTS``) a dict of those parts
+        instead: 'attn' Ĥ, 'ffn' H̃ = FFN(LN2(Ĥ)) (before the layer scale, for
+        every sample) and 'block' F. With 'attn' alone the FFN does not run.
+        """
+        attn = add_residual(x, lambda t: self.attn(t, grid, self.norm1, self.gamma1), self.drop_path1)
+        if outputs and not {'ffn', 'block'} & set(outputs):
+            return {'attn': attn}
+        parts = dict(attn=attn)
+        if 'ffn' in outputs:  # H̃ is a tap of its own: the layer scale cannot run fused inside fc2
+            parts['ffn'] = self.mlp(attn, self.norm2)
+            parts['block'] = attn + self.drop_path2(self.ls2(parts['ffn']))
+        else:
+            parts['block'] = add_residual(attn, lambda t: self.mlp(t, self.norm2, self.gamma2), self.drop_path2)
+        return {name: parts[name] for name in outputs} if outputs else parts['block']
 
     @property
     def gamma1(self) -> Optional[torch.Tensor]:
@@ -477,13 +287,16 @@ class VisionTransformer(BaseModule):
     def forward_tap(self, x: torch.Tensor, block_index: int, outputs: Sequence[str] = QKV_OUTPUTS,
                     num_heads: Optional[int] = None,
                     token_index: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """Q/K/V and/or features of block ``block_index`` (0-based).
+        """Q/K/V and/or features of block ``block_index`` (0-based), and the
+        final-norm CLS token.
 
         Only the embeddings, the blocks before it and the part of the tapped
         block that ``outputs`` need are computed: for Q/K/V alone that is the
-        block's LN1 and qkv projection. Q/K/V are split into ``num_heads``
-        (default ``relation_heads``) as (B, heads, N, dim/heads); features
-        are (B, N, C) token maps ('attn' = Ĥ, 'ffn' = H̃, 'block' = F).
+        block's LN1 and qkv projection; the later blocks and the final norm
+        run only for 'cls'. Q/K/V are split into ``num_heads`` (default
+        ``relation_heads``) as (B, heads, N, dim/heads); features are (B, N, C)
+        token maps ('attn' = Ĥ, 'ffn' = H̃, 'block' = F); 'cls' is (B, C).
+        ``token_index`` keeps only those patch tokens (see ``embed``).
         """
         if not -self.num_layers <= block_index < self.num_layers:
             raise ValueError(f'block_index {block_index} is out of range for a ViT with '
@@ -492,6 +305,8 @@ class VisionTransformer(BaseModule):
         unknown = set(outputs) - set(TAP_OUTPUTS)
         if unknown or not outputs:
             raise ValueError(f'unknown tap outputs {sorted(unknown)}; choose from {TAP_OUTPUTS}')
+        if CLS_OUTPUT in outputs and self.norm is None:
+            raise ValueError("the 'cls' tap is the CLS token after the final norm; build the ViT with final_norm=True")
         tokens, grid = self.embed(x, token_index)
         for blk in self.blocks[:block_index]:
             tokens = blk(tokens, grid)
@@ -500,8 +315,15 @@ class VisionTransformer(BaseModule):
         if set(outputs) & set(QKV_OUTPUTS):
             q, k, v = blk.attn.split_heads(tokens, num_heads or self.relation_heads, blk.norm1)
             result.update((name, t) for name, t in zip(QKV_OUTPUTS, (q, k, v)) if name in outputs)
-        if set(outputs) & set(FEATURE_OUTPUTS):
-            result.update(blk.forward_parts(tokens, grid, [n for n in FEATURE_OUTPUTS if n in outputs]))
+        features = [n for n in FEATURE_OUTPUTS if n in outputs or (n == 'block' and CLS_OUTPUT in outputs)]
+        if features:
+            parts = blk(tokens, grid, features)
+            result.update((name, parts[name]) for name in features if name in outputs)
+        if CLS_OUTPUT in outputs:
+            tokens = parts['block']
+            for blk in self.blocks[block_index + 1:]:
+                tokens = blk(tokens, grid)
+            result[CLS_OUTPUT] = self.norm(tokens)[:, 0]
         return result
 
     def forward_features(self, x: torch.Tensor, token_index: Optional[torch.Tensor] = None) -> torch.Tensor:

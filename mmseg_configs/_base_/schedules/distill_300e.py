@@ -8,6 +8,8 @@
 # run starts, e.g. 2.4e-3 for 32 GPUs x 128.
 optim_wrapper = dict(
     type='OptimWrapper',  # tools/train.py --amp switches to AmpOptimWrapper (the reference used AMP)
+    # mmengine's default groups; the frozen teacher is left out with one log line, not one per tensor
+    constructor='SkipFrozenOptimWrapperConstructor',
     # fused: torch's one-kernel AdamW (CPU and CUDA), the same update as the
     # reference's plain AdamW; on CPU 3x faster than the per-tensor loop and
     # foreach=True for ViT-S (27 vs 83-98 ms per step, benchmarks/distill_step.py).

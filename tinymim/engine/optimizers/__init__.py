@@ -1,3 +1,4 @@
 from .layer_decay_optim_wrapper_constructor import TinyMIMLayerDecayOptimizerConstructor
+from .skip_frozen_optim_wrapper_constructor import SkipFrozenOptimWrapperConstructor
 
-__all__ = ['TinyMIMLayerDecayOptimizerConstructor']
+__all__ = ['SkipFrozenOptimWrapperConstructor', 'TinyMIMLayerDecayOptimizerConstructor']

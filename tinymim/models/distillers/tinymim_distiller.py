@@ -13,8 +13,9 @@ from mmseg.registry import MODELS
 
 from ..checkpoint import load_vit_checkpoint, summarize_keys
 from ..losses import relation_matrix
-from ..vit import VisionTransformer, check_heads
-from .targets import ClsTarget, Taps, build_target, uses_qkv
+from ..vit import CLS_OUTPUT, VisionTransformer, check_heads
+from .masking import keep_tokens, random_token_index
+from .targets import Taps, build_target, uses_qkv
 
 DEFAULT_TARGETS = (dict(type='relation', pairs=('qk', 'vv'), weight=1.0),)
 
@@ -67,43 +68,20 @@ def _check_fresh_teacher_weights(teacher: VisionTransformer, fresh: Sequence[str
                          'cls target)')
 
 
-def random_token_index(batch: int, num_patches: int, mask_ratio: float, device) -> torch.Tensor:
-    """MAE random masking: the (B, K) patch indices kept, K = int(L * (1 - ratio)), sorted."""
-    keep = max(1, int(num_patches * (1 - mask_ratio)))
-    noise = torch.rand(batch, num_patches, device=device)
-    return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+def _drop_teacher_from_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict post-hook: the frozen teacher is not saved (it comes from its own file)."""
+    for key in [k for k in state_dict if k.startswith(prefix + 'teacher.')]:
+        del state_dict[key]
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        for key in [k for k in metadata if k == prefix + 'teacher' or k.startswith(prefix + 'teacher.')]:
+            del metadata[key]
 
 
-def keep_tokens(taps: Taps, token_index: torch.Tensor) -> Taps:
-    """Restrict teacher taps to CLS + the student's kept patches, so both
-    relations are over the same token set (softmax over the kept keys)."""
-    index = torch.cat([token_index.new_zeros(token_index.shape[0], 1), token_index + 1], dim=1)
-    out = {}
-    for name, x in taps.items():
-        if name == 'cls':
-            out[name] = x
-            continue
-        if x.dim() == 4:  # (B, heads, N, d)
-            out[name] = torch.gather(x, 2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
-        else:  # (B, N, C)
-            out[name] = torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
-    return out
-
-
-def run_vit(vit: VisionTransformer, x: torch.Tensor, block_index: int, outputs: Sequence[str],
-            num_heads: Optional[int], token_index: Optional[torch.Tensor] = None, with_cls: bool = False) -> Taps:
-    """``forward_tap`` outputs of block ``block_index`` (0-based), plus the CLS
-    token after the final norm (``'cls'``) when ``with_cls``: then the tapped
-    block's output is taken and the remaining blocks run."""
-    outputs = set(outputs) | ({'block'} if with_cls else set())
-    taps = vit.forward_tap(x, block_index, tuple(sorted(outputs)), num_heads=num_heads, token_index=token_index)
-    if with_cls:
-        tokens = taps['block']
-        grid = (x.shape[-2] // vit.patch_size, x.shape[-1] // vit.patch_size)
-        for blk in vit.blocks[block_index + 1:]:
-            tokens = blk(tokens, grid)
-        taps['cls'] = vit.norm(tokens)[:, 0]
-    return taps
+def _keep_teacher_on_load(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load pre-hook: the teacher keeps the weights it was built with; any
+    teacher entries of the loaded dict are replaced by them."""
+    state_dict.update(module.teacher.state_dict(prefix=prefix + 'teacher.'))
 
 
 @MODELS.register_module()
@@ -118,9 +96,10 @@ class TinyMIMDistiller(BaseModel):
             ``pos_embed_type='sincos'``, optionally a Pretrained ``init_cfg``).
         teacher_block / student_block: 1-based numbers of the distilled
             blocks; ``None`` is the last block.
-        targets: config dicts, ``type`` one of ``relation`` (pairs of q/k/v),
-            ``feature`` (block/attn/ffn/q/k/v, smooth_l1 or cosine) and
-            ``cls``; each gives its named losses.
+        targets: config dicts, ``type`` a class in ``DISTILL_TARGETS``:
+            ``relation`` (pairs of q/k/v), ``feature`` (block/attn/ffn/q/k/v,
+            smooth_l1 or cosine), ``cls``, or a user's registered target
+            (see ``targets.py``); each declares its taps and named losses.
         relation_heads: heads both sides split Q/K/V into (the relation is
             per head); default the ``relation_heads`` of the teacher or
             student config if one sets it, else the teacher's head count
@@ -135,12 +114,14 @@ class TinyMIMDistiller(BaseModel):
             did not pay at 224 px (benchmarks/distill_step.py, see
             docs/performance.md).
 
-    The teacher is kept outside the module tree (``self._teacher``): it is
-    not in ``parameters()`` (so never in the optimizer nor in DDP's
-    reducer), not in ``state_dict()`` (the checkpoint refers to it by the
-    config's path and resumes by reloading it), and ``train()`` cannot put
-    it in training mode. ``_apply`` moves it with the model (``.to``,
-    ``.cuda``, ``.half``).
+    The teacher is a submodule (``self.teacher``), so ``.to()``, ``.cuda()``,
+    DDP, FSDP and EMA wrappers see it as usual. It is frozen
+    (``requires_grad=False``: optimizer constructors skip it and DDP's
+    reducer ignores it), ``train()`` keeps it in eval mode, and a state-dict
+    hook leaves it out of ``state_dict()``: the checkpoint holds the student
+    (and the targets' projections) and names the teacher by the config's
+    path, which resuming reloads. Loading keeps the teacher's own weights,
+    so student-only checkpoints load strictly.
     """
 
     def __init__(self, teacher: dict, student: dict, teacher_block: Optional[int] = None,
@@ -166,13 +147,14 @@ class TinyMIMDistiller(BaseModel):
             raise ValueError('targets is empty: give at least one distillation target')
         self.targets = nn.ModuleDict()
         for cfg in targets:
-            target = build_target(cfg, self.student.embed_dims, teacher_vit.embed_dims, relation_chunk_size)
+            target = build_target(cfg, student_dims=self.student.embed_dims, teacher_dims=teacher_vit.embed_dims,
+                                  relation_chunk_size=relation_chunk_size)
             clash = set(target.loss_names) & {n for t in self.targets.values() for n in t.loss_names}
             if clash:
                 raise ValueError(f'targets repeat the losses {sorted(clash)}')
             self.targets['_'.join(n[len('loss_'):] for n in target.loss_names)] = target
         self.outputs = set().union(*(t.outputs for t in self.targets.values()))
-        self.with_cls = any(isinstance(t, ClsTarget) for t in self.targets.values())
+        self.with_cls = CLS_OUTPUT in self.outputs
         if self.with_cls and (teacher_vit.norm is None or self.student.norm is None):
             raise ValueError('the cls target uses the CLS token after the final norm; build both ViTs with '
                              'final_norm=True')
@@ -189,7 +171,9 @@ class TinyMIMDistiller(BaseModel):
         teacher_vit.eval()
         loaded = load_vit_checkpoint(teacher_vit, self.teacher_checkpoint)
         _check_fresh_teacher_weights(teacher_vit, loaded['fresh'], self.teacher_checkpoint, self.with_cls)
-        self._teacher = [teacher_vit]  # a list hides it from nn.Module's registration (see class doc)
+        self.teacher = teacher_vit
+        self.register_state_dict_post_hook(_drop_teacher_from_state_dict)
+        self.register_load_state_dict_pre_hook(_keep_teacher_on_load)
         self._configure_student()
         if not isinstance(compile, (bool, dict)):
             raise ValueError(f'compile must be True, False or a dict of torch.compile options (e.g. '
@@ -245,16 +229,8 @@ class TinyMIMDistiller(BaseModel):
             # Q/K/V alone do not run the attention, so its relative position bias gets no gradient.
             blk.attn.relative_position_bias_table.requires_grad_(False)
 
-    @property
-    def teacher(self) -> VisionTransformer:
-        return self._teacher[0]
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
-        return self
-
     def train(self, mode: bool = True):
+        """The student's (and targets') mode; the teacher stays in eval mode."""
         super().train(mode)
         self.teacher.eval()
         return self
@@ -285,15 +261,15 @@ class TinyMIMDistiller(BaseModel):
             p = self.student.patch_size
             num_patches = (student_x.shape[-2] // p) * (student_x.shape[-1] // p)
             token_index = random_token_index(student_x.shape[0], num_patches, self.mask_ratio, student_x.device)
+        outputs = tuple(sorted(self.outputs))
         # no_grad rather than inference_mode: teacher tensors are saved for the
         # relation loss's backward, which inference tensors cannot be.
         with torch.no_grad():
-            teacher = run_vit(self.teacher, teacher_x, self.teacher_block - 1, self.outputs, self.relation_heads,
-                              with_cls=self.with_cls)
+            teacher = self.teacher.forward_tap(teacher_x, self.teacher_block - 1, outputs, self.relation_heads)
         if token_index is not None:
             teacher = keep_tokens(teacher, token_index)
-        student = run_vit(self.student, student_x, self.student_block - 1, self.outputs, self.relation_heads,
-                          token_index, self.with_cls)
+        student = self.student.forward_tap(student_x, self.student_block - 1, outputs, self.relation_heads,
+                                           token_index)
         return student, teacher
 
     def loss(self, inputs) -> Dict[str, torch.Tensor]:
@@ -306,7 +282,7 @@ class TinyMIMDistiller(BaseModel):
     def extract(self, inputs) -> Dict[str, Taps]:
         """Relations (``relation_qk``...), tapped features and CLS tokens of both models."""
         student, teacher = self._taps(inputs)
-        pairs = [p for t in self.targets.values() for p in getattr(t, 'pairs', ())]
+        pairs = [p for t in self.targets.values() for p in t.relations]
         result = {}
         for role, taps in (('student', student), ('teacher', teacher)):
             result[role] = dict(taps, **{f'relation_{p}': relation_matrix(taps[p[0]], taps[p[1]]) for p in pairs})

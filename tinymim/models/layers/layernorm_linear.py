@@ -4,8 +4,8 @@ Plain autograd keeps the LayerNorm's input (for its backward) and its
 output (for the Linear's weight gradient): two B×N×C tensors for each of
 a ViT block's two norms. Here the pair is one autograd function that keeps
 the input and the per-token mean and 1/std, and recomputes the normalised
-tensor in backward: about a sixth of a block's saved activations, for one
-extra element-wise LayerNorm per norm.
+tensor in backward: one B×N×C tensor fewer per norm, for one extra
+element-wise LayerNorm (measured savings: docs/performance.md).
 """
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ class _LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_nw, grad_nb, None, grad_w, grad_b, None
 
 
-def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
+def layernorm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
     """``linear(norm(x))``; while autograd records, with the lean backward.
 
     Under autocast the norm runs in ``x``'s dtype and the Linear in the

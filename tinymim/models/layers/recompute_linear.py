@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 
-class _LeanLinear(torch.autograd.Function):
+class _RecomputeLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, gelu):
         ctx.save_for_backward(x, weight, bias, gamma)
@@ -46,7 +46,7 @@ class _LeanLinear(torch.autograd.Function):
                 grad_gamma, None)
 
 
-def lean_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+def recompute_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                 gamma: Optional[torch.Tensor] = None, gelu: bool = False) -> torch.Tensor:
     """``gamma * F.linear(gelu(x) if gelu else x, weight, bias)`` with the lean
     backward (``gamma=None``: no layer scale); under autocast the inputs
@@ -56,5 +56,5 @@ def lean_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         dtype = torch.get_autocast_dtype(device)
         cast = [None if t is None else t.to(dtype) for t in (x, weight, bias, gamma)]
         with torch.autocast(device, enabled=False):
-            return _LeanLinear.apply(*cast, gelu)
-    return _LeanLinear.apply(x, weight, bias, gamma, gelu)
+            return _RecomputeLinear.apply(*cast, gelu)
+    return _RecomputeLinear.apply(x, weight, bias, gamma, gelu)

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from autograd_helpers import saved_tensors
 
-from tinymim.models.norm_linear import norm_linear
+from tinymim.models.layers.layernorm_linear import layernorm_linear
 
 
 def norm_and_linear(dim=6, out=5, bias=True):
@@ -22,14 +22,14 @@ def test_gradcheck(bias):
     norm, linear = norm_and_linear(bias=bias)
     x = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
     params = [norm.weight, norm.bias, linear.weight] + ([linear.bias] if bias else [])
-    assert torch.autograd.gradcheck(lambda x, *_: norm_linear(x, norm, linear), (x, *params))
+    assert torch.autograd.gradcheck(lambda x, *_: layernorm_linear(x, norm, linear), (x, *params))
 
 
 def test_matches_the_two_modules_and_keeps_one_input_sized_tensor():
     norm, linear = norm_and_linear()
     x = torch.randn(4, 7, 6, dtype=torch.float64, requires_grad=True)
     results = []
-    for fn in (lambda: norm_linear(x, norm, linear), lambda: linear(norm(x))):
+    for fn in (lambda: layernorm_linear(x, norm, linear), lambda: linear(norm(x))):
         out, saved = saved_tensors(fn)
         results.append((out, sum(t.numel() == x.numel() for t in saved),
                         *torch.autograd.grad(out.sin().sum(), (x, *norm.parameters(), *linear.parameters()))))
@@ -43,7 +43,7 @@ def test_autocast_runs_the_linear_in_the_autocast_dtype():
     norm, linear = (m.float() for m in norm_and_linear())
     x = torch.randn(4, 6, requires_grad=True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        fused, plain = norm_linear(x, norm, linear), linear(norm(x))
+        fused, plain = layernorm_linear(x, norm, linear), linear(norm(x))
     assert fused.dtype == plain.dtype == torch.bfloat16
     torch.testing.assert_close(fused, plain)
     fused.float().sum().backward()
@@ -54,8 +54,8 @@ def test_inference_and_plain_layer_norms_use_the_modules():
     norm, linear = norm_and_linear()
     x = torch.randn(3, 6, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(norm_linear(x, norm, linear), linear(F.layer_norm(x, (6,), norm.weight, norm.bias,
-                                                                                     1e-6)))
+        expected = linear(F.layer_norm(x, (6,), norm.weight, norm.bias, 1e-6))
+        torch.testing.assert_close(layernorm_linear(x, norm, linear), expected)
     bare = nn.LayerNorm(6, elementwise_affine=False).double()
-    out = norm_linear(x.requires_grad_(), bare, linear)
+    out = layernorm_linear(x.requires_grad_(), bare, linear)
     torch.testing.assert_close(out, linear(bare(x)))

@@ -4,15 +4,14 @@
 (BEiT's relative position bias). PyTorch's CPU ``scaled_dot_product_attention``
 has no fused kernel that returns the mask's gradient, so with a trainable
 bias it falls back to the math path, which keeps the B×H×N×N probabilities
-of every block for backward (~100 MiB per ViT-B block at 512 px, batch 2).
+of every block for backward.
 
 This function keeps only Q, K, V, the output and one log-sum-exp per row.
 Backward recomputes the probabilities ``chunk`` query rows at a time (as
 flash attention does) and scatters the bias gradient straight into the
 table, so neither the full bias nor its B×H×N×N gradient ever exists.
-On CPU it is also faster than the math path: ViT-B attention at 512 px,
-batch 2, forward + backward, 0.40 vs 0.52 CPU-s (benchmarks/seg_step.py
-measures the whole training step).
+Its memory and speed against the math path are in docs/performance.md
+(benchmarks/seg_step.py measures the whole training step).
 """
 import torch
 
@@ -27,7 +26,7 @@ def _chunk_scores(q_scaled, k_t, table_t, index, r0, r1):
     return s.add_(table_t.index_select(1, rows).view(table_t.shape[0], r1 - r0, -1)), rows
 
 
-class _ChunkedBiasedAttention(torch.autograd.Function):
+class _ChunkedRelPosAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, table_t, index, chunk):
@@ -73,7 +72,7 @@ class _ChunkedBiasedAttention(torch.autograd.Function):
         return grad_q.mul_(d ** -0.5), grad_k, grad_v, grad_table, None, None
 
 
-def chunked_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table_t: torch.Tensor,
+def chunked_relpos_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table_t: torch.Tensor,
                              index: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """``softmax(q kᵀ/√d + bias) v`` with ``bias[h, i, j] = table_t[h, index[i, j]]``.
 
@@ -82,12 +81,12 @@ def chunked_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
             their dtype).
         table_t: (H, T) heads-first bias table; it gets the gradient.
         index: (N, N) long, entries in ``[0, T)``.
-        chunk: query rows per block; 128 was fastest for ViT-B at 512 px.
+        chunk: query rows per block (the default's timing: docs/performance.md).
     """
     if q.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f'chunked_biased_attention computes in fp32/fp64; got {q.dtype}')
+        raise TypeError(f'chunked_relpos_attention computes in fp32/fp64; got {q.dtype}')
     n = q.shape[-2]
     if index.shape != (n, n) or table_t.shape[0] != q.shape[1]:
         raise ValueError(f'bias index {tuple(index.shape)} / table {tuple(table_t.shape)} do not fit '
                          f'{q.shape[1]} heads and {n} tokens')
-    return _ChunkedBiasedAttention.apply(q, k, v, table_t.to(q.dtype), index, int(chunk))
+    return _ChunkedRelPosAttention.apply(q, k, v, table_t.to(q.dtype), index, int(chunk))

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from autograd_helpers import saved_tensors
 
-from tinymim.models.biased_attention import chunked_biased_attention
-from tinymim.models.vit import Attention, VisionTransformer
+from tinymim.models.layers import Attention
+from tinymim.models.layers.chunked_relpos_attention import chunked_relpos_attention
+from tinymim.models.vit import VisionTransformer
 
 
 def sdpa_reference(q, k, v, table_t, index):
@@ -25,7 +26,7 @@ def test_matches_sdpa_values_and_gradients(chunk):
     index = torch.randint(0, table_size, (n, n))
     grad_out = torch.randn(2, heads, n, 8, dtype=torch.float64)
     results = []
-    for fn in (lambda *a: chunked_biased_attention(*a, chunk=chunk), sdpa_reference):
+    for fn in (lambda *a: chunked_relpos_attention(*a, chunk=chunk), sdpa_reference):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # strided, as split_heads gives them
         out = fn(q, k, v, table.t().contiguous(), index)
         results.append((out, *torch.autograd.grad(out, (qkv, table), grad_out)))
@@ -38,16 +39,16 @@ def test_gradcheck():
     q, k, v = (torch.randn(1, 2, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     table_t = torch.randn(2, 11, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 11, (9, 9))
-    assert torch.autograd.gradcheck(lambda *a: chunked_biased_attention(*a, index, chunk=4), (q, k, v, table_t))
+    assert torch.autograd.gradcheck(lambda *a: chunked_relpos_attention(*a, index, chunk=4), (q, k, v, table_t))
 
 
 def test_rejects_half_precision_and_bad_shapes():
     q = torch.randn(1, 2, 5, 4, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match='fp32/fp64'):
-        chunked_biased_attention(q, q, q, torch.zeros(2, 3), torch.zeros(5, 5, dtype=torch.long))
+        chunked_relpos_attention(q, q, q, torch.zeros(2, 3), torch.zeros(5, 5, dtype=torch.long))
     q = q.float()
     with pytest.raises(ValueError, match='2 heads and 5 tokens'):
-        chunked_biased_attention(q, q, q, torch.zeros(3, 3), torch.zeros(5, 5, dtype=torch.long))
+        chunked_relpos_attention(q, q, q, torch.zeros(3, 3), torch.zeros(5, 5, dtype=torch.long))
 
 
 def saved_shapes(fn):

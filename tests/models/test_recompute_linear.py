@@ -4,7 +4,7 @@ import pytest
 import torch
 from autograd_helpers import saved_tensors
 
-from tinymim.models.lean_linear import lean_linear
+from tinymim.models.layers.recompute_linear import recompute_linear
 from tinymim.models.vit import Block
 
 
@@ -18,7 +18,7 @@ def test_autocast_casts_like_linear():
     torch.manual_seed(0)
     x, w, b, gamma = torch.randn(5, 4, requires_grad=True), torch.randn(3, 4), torch.randn(3), torch.randn(3)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = lean_linear(x, w, b, gamma)
+        out = recompute_linear(x, w, b, gamma)
         expected = torch.nn.functional.linear(x, w, b) * gamma.bfloat16()
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out, expected)
@@ -28,7 +28,7 @@ def test_autocast_casts_like_linear():
 
 @pytest.mark.parametrize('window', [None, (2, 3)])  # (2, 3): with a trainable relative position bias
 def test_block_with_layer_scale_trains_as_with_plain_modules_and_keeps_four_fewer_token_maps(window):
-    """A block runs both fused functions: norm_linear (LN1 + qkv, LN2 + fc1) and lean_linear
+    """A block runs both fused functions: layernorm_linear (LN1 + qkv, LN2 + fc1) and recompute_linear
     (projection and fc2 with their layer scales)."""
     torch.manual_seed(0)
     block = Block(16, 4, window=window, layer_scale=0.5).double()
@@ -43,7 +43,7 @@ def test_block_with_layer_scale_trains_as_with_plain_modules_and_keeps_four_fewe
         return y + block.ls2(block.mlp(block.norm2(y)))
     fused, fused_maps = saved_storages(lambda: block(x, grid), x.numel())
     expected, plain_maps = saved_storages(plain, x.numel())
-    # not kept any more: LN1's and LN2's outputs (norm_linear), the projection's and fc2's outputs
+    # not kept any more: LN1's and LN2's outputs (layernorm_linear), the projection's and fc2's outputs
     assert plain_maps - fused_maps == 4
     torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-12)
     params, upstream = [x, *block.parameters()], torch.randn_like(x)
