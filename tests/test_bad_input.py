@@ -19,7 +19,7 @@ from reliability_helpers import mmengine_log  # noqa: F401  (fixture)
 
 import tinymim  # noqa: F401
 from tinymim.engine import CheckpointLoadError, TinyMIMRunner
-from tinymim.engine.checkpoint_io import ensure_writable_dir
+from tinymim.engine.checkpoint_files import ensure_writable_dir
 from tinymim.engine.config_errors import ConfigKeyError, clear_config_errors
 from tinymim.models.vit import VisionTransformer
 

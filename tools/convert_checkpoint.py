@@ -1,6 +1,6 @@
 """Convert a ViT checkpoint of any supported format to ours or to timm's.
 
-Supported inputs are those of ``tinymim.models.checkpoint``: official MAE /
+Supported inputs are those of ``tinymim.models.vit_weights``: official MAE /
 TinyMIM files (``TinyMIM-FT-Tstar.pth`` included: the ViT keeps its
 distillation token and ``conv1x1``), timm state dicts, mmseg MAE / BEiT /
 VisionTransformer checkpoints and the reference's mmseg 0.x segmentation
@@ -48,8 +48,8 @@ def parse_args(argv=None):
 
 def infer_arch(state: dict):
     """The ``ARCH_ZOO`` name matching the weights' width, depth and patch, else None."""
-    from tinymim.models.checkpoint import num_blocks
     from tinymim.models.vit import ARCH_ZOO
+    from tinymim.models.vit_weights import num_blocks
 
     dims, patch = state['patch_embed.proj.weight'].shape[0], state['patch_embed.proj.weight'].shape[-1]
     for name, arch in ARCH_ZOO.items():
@@ -61,8 +61,8 @@ def infer_arch(state: dict):
 def build_matching_vit(state: dict, arch, img_size, grid):
     """A ViT with the options the weights imply (layer scale, relative bias, final norm,
     TinyMIM*-T's distillation token and last-block projection)."""
-    from tinymim.models.checkpoint import num_blocks
     from tinymim.models.vit import VisionTransformer
+    from tinymim.models.vit_weights import num_blocks
 
     proj = state['patch_embed.proj.weight']
     table = state.get('blocks.0.attn.relative_position_bias_table')
@@ -86,7 +86,7 @@ def convert(src: str, dst: str, to: str = 'tinymim', arch=None, img_size=None, p
     from mmengine.runner.checkpoint import save_checkpoint
 
     from tinymim import __version__
-    from tinymim.models.checkpoint import checkpoint_grid, load_vit_checkpoint, read_checkpoint, to_timm_state_dict
+    from tinymim.models.vit_weights import checkpoint_grid, load_vit_checkpoint, read_checkpoint, to_timm_state_dict
 
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError(f'refusing to overwrite the source checkpoint {src}')

@@ -137,8 +137,8 @@ def write_photos(out_dir: str, names: Sequence[str] = PHOTOS) -> List[str]:
 
 def teacher_arch(checkpoint: str) -> str:
     """The ``ARCH_ZOO`` name of a teacher checkpoint, from its width and depth."""
-    from tinymim.models.checkpoint import num_blocks, read_checkpoint, to_timm_state_dict
     from tinymim.models.vit import ARCH_ZOO
+    from tinymim.models.vit_weights import num_blocks, read_checkpoint, to_timm_state_dict
 
     state = to_timm_state_dict(read_checkpoint(checkpoint)).state_dict
     if 'cls_token' not in state:

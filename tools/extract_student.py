@@ -16,7 +16,7 @@ import torch
 from mmengine.logging import print_log
 
 import tinymim  # noqa: F401  (safe globals for weights-only loading of mmengine checkpoints)
-from tinymim.models.checkpoint import read_checkpoint, to_timm_state_dict
+from tinymim.models.vit_weights import read_checkpoint, to_timm_state_dict
 
 
 def parse_args(argv=None):

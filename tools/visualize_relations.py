@@ -85,7 +85,7 @@ def build_distiller(config: str, checkpoint: str, cfg_options: dict = None, teac
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     from mmseg.registry import MODELS
 
-    from tinymim.models.checkpoint import load_vit_checkpoint
+    from tinymim.models.vit_weights import load_vit_checkpoint
     model = MODELS.build(cfg.model)
     load_vit_checkpoint(model.student, checkpoint)
     model.mask_ratio = 0.  # relations of the whole image, even for a config that masks the student's input

@@ -9,7 +9,8 @@ from mmengine.dataset import default_collate
 from mmengine.logging import MessageHub, MMLogger
 from PIL import Image
 
-from tinymim.datasets import SkippedImagesHook, UnlabeledImageDataset
+from tinymim.datasets import UnlabeledImageDataset
+from tinymim.engine import SkippedImagesHook
 from tinymim.models.distillers import TwoViewDataPreprocessor
 
 PIPELINE = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 from reliability_helpers import mmengine_log, read_losses, run_tool, write_distill_config, write_seg_config  # noqa: F401
 
-from tinymim.engine.checkpoint_io import atomic_write_text, find_resumable_checkpoint, read_training_checkpoint_meta
+from tinymim.engine.checkpoint_files import atomic_write_text, find_resumable_checkpoint, read_training_checkpoint_meta
 
 
 def _save(path, iteration):

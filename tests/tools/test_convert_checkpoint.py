@@ -8,7 +8,7 @@ from mmseg.models.backbones import BEiT
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from tinymim.models import TinyMIMViT, VisionTransformer
-from tinymim.models.checkpoint import load_vit_checkpoint, read_checkpoint
+from tinymim.models.vit_weights import load_vit_checkpoint, read_checkpoint
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'convert_checkpoint.py'
 spec = importlib.util.spec_from_file_location('convert_checkpoint', TOOL)

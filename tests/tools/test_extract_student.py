@@ -3,8 +3,8 @@ import torch
 from distill_helpers import TINY_STUDENT, distiller_cfg, load_tool, write_teacher
 from mmseg.registry import MODELS
 
-from tinymim.models.checkpoint import load_vit_checkpoint
 from tinymim.models.vit import VisionTransformer
+from tinymim.models.vit_weights import load_vit_checkpoint
 
 
 @pytest.fixture(scope='module')

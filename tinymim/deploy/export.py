@@ -82,7 +82,7 @@ def load_segmentor_weights(model: nn.Module, checkpoint: str) -> None:
     """Load an mmengine segmentor checkpoint (``{'state_dict': ...}``, as
     ``tools/train.py`` writes) or a bare state dict, strictly, naming what
     does not fit."""
-    from tinymim.models.checkpoint import read_checkpoint, summarize_keys
+    from tinymim.models.vit_weights import read_checkpoint, summarize_keys
 
     ckpt = read_checkpoint(checkpoint)
     state = ckpt.get('state_dict', ckpt)
