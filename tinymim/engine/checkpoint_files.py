@@ -1,4 +1,4 @@
-"""Crash-safe checkpoint files: atomic writes (temporary file, fsync, rename), probing, and finding the newest complete one."""
+"""Crash-safe checkpoint files: atomic writes (temporary file, fsync, rename), probing, finding the newest one."""
 import glob
 import logging
 import os
