@@ -4,11 +4,12 @@ import os.path as osp
 
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_TEACHER, load_tool, write_images, write_teacher
+from distill_helpers import ROOT, TINY_TEACHER, write_images, write_teacher
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmseg.registry import MODELS, RUNNERS
 
+from tinymim.apis import load_tool
 from tinymim.models.vit import check_heads, resolve_arch
 
 CONFIG_DIR = osp.join(ROOT, 'mmseg_configs', 'distill')

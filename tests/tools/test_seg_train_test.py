@@ -7,10 +7,10 @@ import re
 import sys
 
 import pytest
-from distill_helpers import load_tool
 from mmengine.config import Config
 from seg_helpers import ROOT, UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
 
+from tinymim.apis import load_tool
 from tinymim.datasets import make_synthetic_ade20k
 
 DEMO_CONFIG = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')

@@ -4,9 +4,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_STUDENT, TINY_TEACHER, load_tool, write_images, write_teacher
+from distill_helpers import ROOT, TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
+from seg_helpers import run_tool
 
-visualize_relations = load_tool('visualize_relations')
+from tinymim.apis import load_tool
+from tinymim.apis import relations as visualize_relations
+
+tool = load_tool('visualize_relations')
 DISTILL_CONFIG = osp.join(ROOT, 'mmseg_configs', 'distill', 'tinymim_tinymim-vit-s_to_vit-t_32xb128-300e_in1k.py')
 
 
@@ -50,7 +54,8 @@ def test_random_student_differs_and_figure_is_written(setup, tmp_path):
     student = write_teacher(root / 'student.pth', arch=TINY_STUDENT, img_size=64, seed=1)
     del student
     out = tmp_path / 'relations.png'
-    visualize_relations.main([config, str(root / 'student.pth'), image, '--queries', 'cls', '1,2', '--out', str(out)])
+    run_tool('tools/visualize_relations.py', config, str(root / 'student.pth'), image, '--queries', 'cls', '1,2',
+             '--out', str(out))
     picture = mpimg.imread(str(out))
     assert picture.shape[0] > 200 and picture.shape[1] > 5 * 100  # 2 query rows, image + 4 maps
     model = visualize_relations.build_distiller(config, str(root / 'student.pth'))
@@ -86,4 +91,4 @@ def test_bad_input_is_named(setup):
     with pytest.raises(ValueError, match='not a distillation config'):
         visualize_relations.build_distiller(seg_config, str(root / 'teacher.pth'))
     with pytest.raises(SystemExit):
-        visualize_relations.parse_args([config, 'ckpt', image, '--queries', 'middle'])
+        tool.parse_args([config, 'ckpt', image, '--queries', 'middle'])
