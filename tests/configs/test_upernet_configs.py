@@ -10,8 +10,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
-from seg_helpers import UPERNET_DIR, build_segmentor, config_path
 
+from tests.helpers.seg import UPERNET_DIR, build_segmentor, config_path
 from tinymim.apis import load_tool
 
 CONFIGS = sorted(glob.glob(osp.join(UPERNET_DIR, '*.py')))
@@ -114,6 +114,7 @@ def _loss_backward(model, batch, size=512):
 
 # The 768-channel decoder of the T and S configs is B's (run here); their widening pyramid
 # trains in tests/tools/test_seg_train_test.py (TinyMIM*-T) at a small size.
+@pytest.mark.slow
 @pytest.mark.parametrize('size', ['t-light', 's-light', 'b'])
 def test_forward_backward_512(size):
     cfg = Config.fromfile(config_path(size))

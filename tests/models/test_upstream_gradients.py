@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from distill_helpers import distiller_cfg, naive_relation_kl, write_teacher
 from mmseg.registry import MODELS
 from timm.layers import DropPath
 
+from tests.helpers.distill import distiller_cfg, naive_relation_kl, write_teacher
 from tinymim.models.lean_linear import lean_linear
 from tinymim.models.losses import relation_kl_loss
 from tinymim.models.norm_linear import norm_linear

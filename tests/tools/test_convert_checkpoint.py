@@ -2,9 +2,9 @@
 import pytest
 import torch
 from mmseg.models.backbones import BEiT
-from seg_helpers import run_tool
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from tests.helpers.seg import run_tool
 from tinymim.apis import convert_checkpoint, load_tool
 from tinymim.models import TinyMIMViT, VisionTransformer
 from tinymim.models.vit_weights import load_vit_checkpoint, read_checkpoint
@@ -31,6 +31,7 @@ def test_help(capsys):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_official_mae_to_timm_loads_into_timm(tmp_path):
     src = random_vit()
     torch.save({'model': src.state_dict()}, tmp_path / 'mae.pth')
@@ -102,7 +103,13 @@ def test_grid_of_a_non_square_checkpoint(tmp_path):
 def test_reference_tstar_files(tmp_path):
     """TinyMIM-FT-Tstar.pth keeps its distillation token and conv1x1; a reference (mmseg 0.x)
     TinyMIM*-T segmentation checkpoint gives its backbone, in timm names."""
-    from reference_segmentation import RefBackbone, ft_tstar_file, randomize, reference_checkpoint, reference_heads
+    from tests.helpers.reference_segmentation import (
+        RefBackbone,
+        ft_tstar_file,
+        randomize,
+        reference_checkpoint,
+        reference_heads,
+    )
 
     ref = randomize(RefBackbone(32, 2, 4, (4, 4), star=True, proj_dims=48, out=64))
     ft_tstar_file(tmp_path / 'TinyMIM-FT-Tstar.pth', ref, grid_side=4)

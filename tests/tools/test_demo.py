@@ -8,9 +8,9 @@ import sys
 import matplotlib.image as mpimg
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_TEACHER
 from mmengine.config import Config, DictAction
 
+from tests.helpers.distill import ROOT, TINY_TEACHER
 from tinymim.apis import checkpoint_arch, demo, load_tool
 from tinymim.models.vit import ARCH_ZOO, VisionTransformer, check_heads
 
@@ -26,6 +26,7 @@ def quick_demo(tmp_path_factory):
     return work_dir, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_summary_and_pictures(quick_demo):
     work_dir, output = quick_demo
     assert 'RANDOMLY INITIALISED' in output  # said plainly when TEACHER is not set

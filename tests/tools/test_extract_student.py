@@ -1,9 +1,9 @@
 import pytest
 import torch
-from distill_helpers import TINY_STUDENT, distiller_cfg, write_teacher
 from mmseg.registry import MODELS
-from seg_helpers import run_tool
 
+from tests.helpers.distill import TINY_STUDENT, distiller_cfg, write_teacher
+from tests.helpers.seg import run_tool
 from tinymim.apis import save_student
 from tinymim.models.vit import VisionTransformer
 from tinymim.models.vit_weights import load_vit_checkpoint
@@ -22,7 +22,8 @@ def training_checkpoint(tmp_path_factory):
     return path, model.student.state_dict()
 
 
-@pytest.mark.parametrize('wrap', ['state_dict', 'model', 'none'])
+# 'state_dict' runs the command line (slow: a fresh process); the others call the function
+@pytest.mark.parametrize('wrap', [pytest.param('state_dict', marks=pytest.mark.slow), 'model', 'none'])
 def test_writes_bare_student_in_timm_keys(training_checkpoint, tmp_path, wrap):
     ckpt, student = training_checkpoint
     out = tmp_path / 'sub' / 'student.pth'

@@ -4,9 +4,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
-from seg_helpers import run_tool
 
+from tests.helpers.distill import ROOT, TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
+from tests.helpers.seg import run_tool
 from tinymim.apis import load_tool
 from tinymim.apis import relations as visualize_relations
 
@@ -49,6 +49,7 @@ def test_a_student_identical_to_the_teacher_has_the_teachers_relations(setup):
         assert visualize_relations.row_kl(teacher[:, 5], student[:, 5]) == pytest.approx(0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_random_student_differs_and_figure_is_written(setup, tmp_path):
     root, config, image = setup
     student = write_teacher(root / 'student.pth', arch=TINY_STUDENT, img_size=64, seed=1)
