@@ -2,13 +2,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint clean check-install-from-source
+.PHONY: install test test-fast demo lint clean check-install-from-source
 
 install:
 	VENV=$(VENV) bash tools/install.sh
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The edit-test loop: everything but the tests marked slow (training subprocesses, multi-process
+# runs, the demo, installs, ONNX deployment, benchmark runs).
+test-fast: install
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(PY) tools/demo.py

@@ -7,7 +7,7 @@ attention that trains the bias without keeping N×N maps, the MLP that
 recomputes GELU in backward, drop path that skips dropped samples) or
 mmseg's ``MAE`` (BEiT attention, softmax materialised). They hold the same weights: the script initialises
 the mmseg model once, and our side loads that file through
-``tinymim.models.checkpoint.load_vit_checkpoint`` (the neck and heads have
+``tinymim.models.vit_weights.load_vit_checkpoint`` (the neck and heads have
 the same keys). Relative-bias tables get random values so the bias path is
 exercised; layer scale is on, as in fine-tuning. Inference outputs of the
 two sides are compared (``max |Δ|``).
@@ -137,14 +137,14 @@ def load_weights(model, impl: str, path: str, backbone_only: bool) -> None:
             model.load_state_dict({k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')},
                                   strict=True)
         else:
-            from tinymim.models.checkpoint import load_vit_checkpoint
+            from tinymim.models.vit_weights import load_vit_checkpoint
             load_vit_checkpoint(model, path)
         return
     # Module by module, strictly: ViTEncoderDecoder's own load path expects a ViT of ours
     # as the backbone, and the mmseg side's is mmseg's MAE.
     for name, module in model.named_children():
         if name == 'backbone' and impl == 'ours':
-            from tinymim.models.checkpoint import load_vit_checkpoint
+            from tinymim.models.vit_weights import load_vit_checkpoint
             load_vit_checkpoint(module, path)
         else:
             module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + '.')},

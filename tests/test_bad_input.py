@@ -9,17 +9,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from distill_helpers import TINY_STUDENT, distiller_cfg, write_images, write_teacher
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, MODELS
 from PIL import Image
-from reliability_helpers import mmengine_log  # noqa: F401  (fixture)
 
 import tinymim  # noqa: F401
+from tests.helpers.distill import TINY_STUDENT, distiller_cfg, write_images, write_teacher
+from tests.helpers.reliability import mmengine_log  # noqa: F401  (fixture)
 from tinymim.engine import CheckpointLoadError, TinyMIMRunner
-from tinymim.engine.checkpoint_io import ensure_writable_dir
+from tinymim.engine.checkpoint_files import ensure_writable_dir
 from tinymim.engine.config_errors import ConfigKeyError, clear_config_errors
 from tinymim.models.vit import VisionTransformer
 
@@ -143,7 +143,7 @@ def test_config_typo_names_the_key_and_suggests(tmp_path):
 
 
 def test_resume_from_a_non_checkpoint_names_the_file(tmp_path):
-    from reliability_helpers import write_distill_config
+    from tests.helpers.reliability import write_distill_config
     cfg = Config.fromfile(write_distill_config(str(tmp_path)))
     cfg.work_dir = str(tmp_path / 'run')
     (tmp_path / 'notes.pth').write_text('hello')

@@ -5,18 +5,11 @@
 The output is ``{'state_dict': weights}`` (``--wrap model`` for MAE's
 ``{'model': ...}``, ``--wrap none`` for a plain state dict). tinymim loads the
 training checkpoint itself just as well (as a teacher or a backbone); this is
-for other tools (timm, mmpretrain) and for a smaller file without optimizer state.
+for other tools (timm, mmpretrain) and for a smaller file without optimizer state
+(``tinymim.apis.save_student``).
 """
 import argparse
-import os
-import os.path as osp
 import sys
-
-import torch
-from mmengine.logging import print_log
-
-import tinymim  # noqa: F401  (safe globals for weights-only loading of mmengine checkpoints)
-from tinymim.models.checkpoint import read_checkpoint, to_timm_state_dict
 
 
 def parse_args(argv=None):
@@ -28,20 +21,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def extract_student(checkpoint: dict) -> dict:
-    """The ``student.`` weights of a distillation checkpoint, prefix stripped."""
-    return to_timm_state_dict(checkpoint, prefix='student.').state_dict
-
-
 def main(argv=None):
     args = parse_args(argv)
-    weights = extract_student(read_checkpoint(args.checkpoint))
-    out = weights if args.wrap == 'none' else {args.wrap: weights}
-    if osp.dirname(args.out):
-        os.makedirs(osp.dirname(args.out), exist_ok=True)
-    torch.save(out, args.out)
-    params = sum(v.numel() for v in weights.values())
-    print_log(f'wrote {len(weights)} student tensors ({params / 1e6:.2f} M values) to {args.out}', logger='current')
+    from tinymim.apis import save_student
+    save_student(args.checkpoint, args.out, args.wrap)
 
 
 if __name__ == '__main__':

@@ -36,6 +36,7 @@ def table_rows(out, header_start):
     return rows
 
 
+@pytest.mark.slow
 def test_seg_step_runs():
     out = run_script('seg_step.py', '--archs', 'tiny', '--parts', 'backbone,whole', '--crop', '64', *FAST)
     rows = table_rows(out, 'model')
@@ -45,6 +46,7 @@ def test_seg_step_runs():
         assert float(r[-1]) < 1e-3  # same weights -> same outputs as mmseg's MAE backbone
 
 
+@pytest.mark.slow
 def test_deploy_runs():
     pytest.importorskip('onnxruntime')
     out = run_script('deploy.py', '--archs', 'tiny-light', '--crop', '64', '--batch', '2', *FAST)
@@ -56,6 +58,7 @@ def test_deploy_runs():
     assert fp32['mmseg'] < 1e-4 and fp32['ort-fp32'] < 1e-4
 
 
+@pytest.mark.slow
 def test_distill_step_runs():
     out = run_script('distill_step.py', '--pairs', 's-t', '--res', '32', '--batch', '2', '--loss-memory', '32',
                      '--peak-size', '256', *FAST)
@@ -69,6 +72,7 @@ def test_distill_step_runs():
     assert re.search(r'- s-t at 32 px, batch 2: loss [\d.]+ \(ours\) vs [\d.]+ \(eager\), relative difference', out)
 
 
+@pytest.mark.slow
 def test_data_pipeline_runs():
     out = run_script('data_pipeline.py', '--images', '4', '--passes', '1', '--size', '120x90', '--crop', '64',
                      '--rounds', '2')  # alternating fresh workers per side: each figure a min–max range
@@ -77,6 +81,7 @@ def test_data_pipeline_runs():
     assert all(low(r[1]) > 0 for r in rows) and 'min–max over 2 alternating round(s)' in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['seg_step.py', 'distill_step.py', 'data_pipeline.py'])
 def test_bad_flags_fail_clearly(name):
     flag = {'seg_step.py': ['--archs', 'huge'], 'distill_step.py': ['--pairs', 'x-y'],
@@ -102,6 +107,7 @@ def test_flop_count_includes_cpu_flash_attention():
     assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()) == 3.5 * forward
 
 
+@pytest.mark.slow
 def test_gpu_script_runs_all_tables(tmp_path):
     """``benchmarks/run_gpu.sh`` end to end, on CPU with the smallest
     settings (its GPU defaults need a CUDA device, which must be named as
@@ -130,6 +136,7 @@ def test_gpu_script_runs_all_tables(tmp_path):
     assert len(table_rows(tables['data_pipeline'], 'pipeline')) == 3
 
 
+@pytest.mark.slow  # the benchmark starts its worker processes
 def test_a_failing_configuration_is_a_row_and_the_rest_still_run(monkeypatch, capsys):
     """A worker that fails (out of memory on a GPU, say) gives a row naming the error; the other
     configurations and tables still run, and the exit status says something failed."""
@@ -157,6 +164,7 @@ def test_a_failing_configuration_is_a_row_and_the_rest_still_run(monkeypatch, ca
     assert table_rows(out, 'px')[0][:2] == ['32', '5']  # the loss-memory table still ran
 
 
+@pytest.mark.slow  # the benchmark starts its worker processes
 def test_a_baseline_that_computes_something_else_is_not_timed(monkeypatch, capsys):
     """The same-work check runs before timing: an eager relation loss 1 % off fails the row, names the
     loss, and no worker times it."""

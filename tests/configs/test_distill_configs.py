@@ -4,11 +4,12 @@ import os.path as osp
 
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_TEACHER, load_tool, write_images, write_teacher
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmseg.registry import MODELS, RUNNERS
 
+from tests.helpers.distill import ROOT, TINY_TEACHER, write_images, write_teacher
+from tinymim.apis import load_tool
 from tinymim.models.vit import check_heads, resolve_arch
 
 CONFIG_DIR = osp.join(ROOT, 'mmseg_configs', 'distill')
@@ -107,6 +108,7 @@ def train_args(config, work_dir, teacher, data_root, *extra):
             'default_hooks.logger.interval=1', *extra]
 
 
+@pytest.mark.slow
 def test_runner_trains_resumes_and_chains_s_to_t(tmp_path, caplog):
     """B->S for 3 iterations from the real config, resume it, then S->T with its checkpoint as teacher."""
     train = load_tool('train')

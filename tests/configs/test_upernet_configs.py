@@ -1,5 +1,4 @@
 import glob
-import importlib.util
 import os.path as osp
 
 import mmcv
@@ -11,18 +10,13 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
-from seg_helpers import ROOT, UPERNET_DIR, build_segmentor, config_path
+
+from tests.helpers.seg import UPERNET_DIR, build_segmentor, config_path
+from tinymim.apis import load_tool
 
 CONFIGS = sorted(glob.glob(osp.join(UPERNET_DIR, '*.py')))
 WIDTHS = {'t': 192, 's': 384, 'b': 768}
 PAPER_DECODER = 768  # every size's pyramid and UPerHead in the paper configs; `-light` ones use the ViT's width
-
-
-def load_train_tool():
-    spec = importlib.util.spec_from_file_location('tinymim_train_tool', osp.join(ROOT, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_all_sizes_and_baselines_exist():
@@ -120,6 +114,7 @@ def _loss_backward(model, batch, size=512):
 
 # The 768-channel decoder of the T and S configs is B's (run here); their widening pyramid
 # trains in tests/tools/test_seg_train_test.py (TinyMIM*-T) at a small size.
+@pytest.mark.slow
 @pytest.mark.parametrize('size', ['t-light', 's-light', 'b'])
 def test_forward_backward_512(size):
     cfg = Config.fromfile(config_path(size))
@@ -132,7 +127,7 @@ def test_forward_backward_512(size):
 
 
 def test_swap_arch_by_cfg_options():
-    train = load_train_tool()
+    train = load_tool('train')
     args = train.parse_args([config_path('b'), '--cfg-options', 'model.backbone.arch=small',
                              'model.decode_head.channels=384'])
     cfg = train.build_config(args)

@@ -4,12 +4,13 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from distill_helpers import write_images
 from mmengine.dataset import default_collate
 from mmengine.logging import MessageHub, MMLogger
 from PIL import Image
 
-from tinymim.datasets import SkippedImagesHook, UnlabeledImageDataset
+from tests.helpers.distill import write_images
+from tinymim.datasets import UnlabeledImageDataset
+from tinymim.engine import SkippedImagesHook
 from tinymim.models.distillers import TwoViewDataPreprocessor
 
 PIPELINE = [

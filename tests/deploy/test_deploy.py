@@ -11,13 +11,15 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from distill_helpers import load_tool
-from seg_helpers import ROOT, config_path, run_tool, write_tiny_config
 
+from tests.helpers.seg import ROOT, config_path, run_tool, write_tiny_config
+from tinymim.apis import load_tool
 from tinymim.datasets import make_synthetic_ade20k
 from tinymim.deploy import export as ex
 from tinymim.deploy import quantize as qz
 from tinymim.deploy.runtime import OnnxSegmentor
+
+pytestmark = pytest.mark.slow  # ONNX export, ONNX Runtime and INT8 runs end to end
 
 export_tool = load_tool('deploy/export_onnx')
 quantize_tool = load_tool('deploy/quantize_onnx')

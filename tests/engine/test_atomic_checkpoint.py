@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 import torch
-from reliability_helpers import mmengine_log, read_losses, run_tool, write_distill_config, write_seg_config  # noqa: F401
 
-from tinymim.engine.checkpoint_io import atomic_write_text, find_resumable_checkpoint, read_training_checkpoint_meta
+from tests.helpers.reliability import mmengine_log, read_losses, run_tool, write_distill_config, write_seg_config  # noqa: F401
+from tinymim.engine.checkpoint_files import atomic_write_text, find_resumable_checkpoint, read_training_checkpoint_meta
 
 
 def _save(path, iteration):
@@ -53,6 +53,7 @@ def test_find_resumable_checkpoint_searches_the_folder_last_checkpoint_names(tmp
     assert find_resumable_checkpoint(str(work_dir)) == str(work_dir / 'iter_2.pth')
 
 
+@pytest.mark.slow
 def test_resume_auto_finds_checkpoints_saved_to_out_dir(tmp_path):
     config = write_seg_config(str(tmp_path))
     work_dir, out_dir = tmp_path / 'run', tmp_path / 'ckpts'
@@ -76,6 +77,7 @@ def test_atomic_write_text_replaces_whole_file(tmp_path):
     assert os.listdir(tmp_path) == ['last_checkpoint']
 
 
+@pytest.mark.slow
 def test_killed_while_saving_keeps_previous_checkpoint_resumable(tmp_path):
     config = write_distill_config(str(tmp_path))
     work_dir = tmp_path / 'run'
@@ -103,6 +105,7 @@ def test_killed_while_saving_keeps_previous_checkpoint_resumable(tmp_path):
     assert sorted(f for f in os.listdir(work_dir) if f.endswith('.pth')) == ['iter_10.pth', 'iter_12.pth']
 
 
+@pytest.mark.slow
 def test_disk_full_while_saving_fails_clearly_and_keeps_previous(tmp_path):
     config = write_distill_config(str(tmp_path))
     work_dir = tmp_path / 'run'
@@ -125,7 +128,8 @@ def test_read_training_checkpoint_meta_rejects_garbage(tmp_path, content):
 def test_real_configs_run_on_tinymim_runner_with_its_hooks(tmp_path):
     from mmengine.config import Config
     from mmseg.registry import RUNNERS
-    from reliability_helpers import DISTILL_CONFIG, SEG_CONFIG
+
+    from tests.helpers.reliability import DISTILL_CONFIG, SEG_CONFIG
     distill = Config.fromfile(DISTILL_CONFIG)
     assert distill.runner_type == 'TinyMIMRunner' and distill.train_dataloader.sampler.type == 'ResumableSampler'
     seg = Config.fromfile(SEG_CONFIG)

@@ -5,7 +5,8 @@ import pytest
 import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
-from seg_helpers import TINY_ARCH, build_segmentor, tiny_model_cfg
+
+from tests.helpers.seg import TINY_ARCH, build_segmentor, tiny_model_cfg
 
 BASE_LR, BASE_WD, RATE = 1e-3, 0.05, 0.75
 NUM_LAYERS = TINY_ARCH['num_layers']

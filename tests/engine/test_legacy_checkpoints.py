@@ -10,7 +10,9 @@ import os.path as osp
 
 import pytest
 import torch
-from fixtures.make_legacy_checkpoints import (
+
+import tinymim  # noqa: F401  (registers modules; weights_only allow-list)
+from tests.fixtures.make_legacy_checkpoints import (
     DISTILL_CHECKPOINT,
     DISTILL_TEACHER,
     SEG_CHECKPOINT,
@@ -18,8 +20,6 @@ from fixtures.make_legacy_checkpoints import (
     make_data,
     seg_config,
 )
-
-import tinymim  # noqa: F401  (registers modules; weights_only allow-list)
 from tinymim.engine.tool_config import build_runner
 
 

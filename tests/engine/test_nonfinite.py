@@ -5,9 +5,9 @@ import types
 import pytest
 import torch
 from mmengine.model import BaseModel
-from reliability_helpers import read_losses, run_tool, write_distill_config
 
 import tinymim  # noqa: F401  (weights_only allow-list for mmengine checkpoints)
+from tests.helpers.reliability import read_losses, run_tool, write_distill_config
 from tinymim.engine import NonFiniteLossError, NonFiniteLossHook
 
 
@@ -44,6 +44,7 @@ def test_hook_refuses_checkpoint_with_nan_weights():
         NonFiniteLossHook().before_save_checkpoint(_runner(TwoLossModel()), checkpoint)
 
 
+@pytest.mark.slow
 def test_diverging_distillation_stops_with_named_terms_and_finite_checkpoints(tmp_path):
     # lr 1e30: the first AdamW step moves every weight by ~1e30, iteration 2 overflows.
     config = write_distill_config(str(tmp_path), ckpt_every_iters=1,

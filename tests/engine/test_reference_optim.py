@@ -16,7 +16,8 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import init_default_scope
-from seg_helpers import build_segmentor, config_path
+
+from tests.helpers.seg import build_segmentor, config_path
 
 REFERENCE = {'b': dict(rate=0.75), 'tinymim-star': dict(rate=0.8)}  # the reference configs' layer_decay_rate
 NUM_LAYERS, BASE_LR, BASE_WD = 12, 1e-4, 0.05

@@ -4,8 +4,8 @@ keep N×N maps for backward."""
 import pytest
 import torch
 import torch.nn.functional as F
-from autograd_helpers import saved_tensors
 
+from tests.helpers.autograd import saved_tensors
 from tinymim.models.layers import Attention
 from tinymim.models.layers.chunked_relpos_attention import chunked_relpos_attention
 from tinymim.models.vit import VisionTransformer

@@ -2,10 +2,10 @@
 import pytest
 import torch
 import torch.nn as nn
-from distill_helpers import distiller_cfg, write_teacher
 from mmengine.optim import OptimWrapper
 from mmseg.registry import MODELS
 
+from tests.helpers.distill import distiller_cfg, write_teacher
 from tinymim.models.distillers import DISTILL_TARGETS, DistillTarget, RelationTarget
 
 

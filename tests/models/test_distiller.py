@@ -5,15 +5,15 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from autograd_helpers import assert_grads_agree, param_grads
-from distill_helpers import TINY_STUDENT, TINY_TEACHER, distiller_cfg, naive_relation_kl, write_teacher
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import get_state_dict
 from mmseg.registry import MODELS
-from timm_twins import timm_twin
 
+from tests.helpers.autograd import assert_grads_agree, param_grads
+from tests.helpers.distill import TINY_STUDENT, TINY_TEACHER, distiller_cfg, naive_relation_kl, write_teacher
+from tests.helpers.timm_twins import timm_twin
 from tinymim.models.distillers.masking import random_token_index
 from tinymim.models.losses import feature_loss
 

@@ -4,8 +4,9 @@ backend keeps the test fast; inductor is what benchmarks/distill_step.py
 measures)."""
 import pytest
 import torch
-from distill_helpers import distiller_cfg, write_teacher
 from mmseg.registry import MODELS
+
+from tests.helpers.distill import distiller_cfg, write_teacher
 
 
 def test_compile_switch_keeps_loss_and_grads(tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from autograd_helpers import saved_tensors
 
+from tests.helpers.autograd import saved_tensors
 from tinymim.models.layers.layernorm_linear import layernorm_linear
 
 

@@ -3,9 +3,9 @@ autograd's gradients, keep only one hidden-sized tensor, and load timm's
 ``Mlp`` weights."""
 import pytest
 import torch
-from autograd_helpers import saved_tensors
 from timm.layers import Mlp as TimmMlp
 
+from tests.helpers.autograd import saved_tensors
 from tinymim.models.layers.mlp import Mlp
 from tinymim.models.layers.recompute_linear import recompute_linear
 

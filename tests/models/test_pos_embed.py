@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmseg.models.backbones.beit import BEiTAttention
-from resize_reference import resize_bias_table_reference, resize_pos_embed_reference
 from timm.layers import resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
 
+from tests.helpers.resize_reference import resize_bias_table_reference, resize_pos_embed_reference
 from tinymim.models.pos_embed import (
     relative_bias_table_size,
     relative_position_index,

@@ -2,8 +2,8 @@
 ``gamma * linear(x)``, and neither the Linear's output nor the normalised inputs are kept."""
 import pytest
 import torch
-from autograd_helpers import saved_tensors
 
+from tests.helpers.autograd import saved_tensors
 from tinymim.models.layers.recompute_linear import recompute_linear
 from tinymim.models.vit import Block
 

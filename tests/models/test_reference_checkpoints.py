@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.runner import load_checkpoint
 from mmseg.apis import init_model
-from reference_segmentation import (
+
+from tests.helpers.reference_segmentation import (
     RefBackbone,
     ft_tstar_file,
     randomize,
@@ -18,8 +19,7 @@ from reference_segmentation import (
     reference_heads,
     reference_logits,
 )
-from seg_helpers import UPERNET_DIR, build_segmentor
-
+from tests.helpers.seg import UPERNET_DIR, build_segmentor
 from tinymim.models.segmentors.segmentor_checkpoint import SegmentorCheckpointError
 
 DIM, DEPTH, HEADS, IMG, PROJ = 32, 4, 4, 64, 48

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from autograd_helpers import saved_tensors
-from distill_helpers import naive_relation_kl
 
+from tests.helpers.autograd import saved_tensors
+from tests.helpers.distill import naive_relation_kl
 from tinymim.models.losses import feature_loss, relation_kl_loss, relation_matrix
 
 

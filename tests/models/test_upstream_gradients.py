@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from distill_helpers import distiller_cfg, naive_relation_kl, write_teacher
 from mmseg.registry import MODELS
 from timm.layers import DropPath
 
+from tests.helpers.distill import distiller_cfg, naive_relation_kl, write_teacher
 from tinymim.models.layers import add_residual
 from tinymim.models.layers.layernorm_linear import layernorm_linear
 from tinymim.models.layers.recompute_linear import recompute_linear

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from autograd_helpers import assert_grads_agree, param_grads
 from mmseg.registry import MODELS
-from resize_reference import resize_bias_table_reference, resize_pos_embed_reference
-from timm_twins import perturb_, timm_block_outputs, timm_twin, twin_name
 
+from tests.helpers.autograd import assert_grads_agree, param_grads
+from tests.helpers.resize_reference import resize_bias_table_reference, resize_pos_embed_reference
+from tests.helpers.timm_twins import perturb_, timm_block_outputs, timm_twin, twin_name
 from tinymim.models import TinyMIMViT, VisionTransformer
 from tinymim.models.vit import ARCH_ZOO
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from seg_helpers import TINY_ARCH, build_segmentor, tiny_model_cfg
 
+from tests.helpers.seg import TINY_ARCH, build_segmentor, tiny_model_cfg
 from tinymim.models.vit import VisionTransformer
 
 

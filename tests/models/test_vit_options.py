@@ -7,12 +7,12 @@ import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmseg.models.backbones import VisionTransformer as MMSegViT
-from reference_segmentation import RefBackbone, reference_index
-from seg_helpers import build_segmentor
 
+from tests.helpers.reference_segmentation import RefBackbone, reference_index
+from tests.helpers.seg import build_segmentor
 from tinymim.models import TinyMIMViT, ViTPyramidNeck
-from tinymim.models.checkpoint import load_vit_checkpoint
 from tinymim.models.pos_embed import relative_bias_table_size, relative_position_index
+from tinymim.models.vit_weights import load_vit_checkpoint
 
 MMSEG_CONFIGS = osp.join(osp.dirname(__import__('mmseg').__file__), '.mim', 'configs')
 ARCH = dict(embed_dims=32, num_layers=3, num_heads=4)

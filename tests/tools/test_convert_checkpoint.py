@@ -1,19 +1,15 @@
-"""tools/convert_checkpoint.py: any supported format -> ours or timm's."""
-import importlib.util
-from pathlib import Path
-
+"""tools/convert_checkpoint.py (``tinymim.apis.convert_checkpoint``): any supported format -> ours or timm's."""
 import pytest
 import torch
 from mmseg.models.backbones import BEiT
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from tests.helpers.seg import run_tool
+from tinymim.apis import convert_checkpoint, load_tool
 from tinymim.models import TinyMIMViT, VisionTransformer
-from tinymim.models.checkpoint import load_vit_checkpoint, read_checkpoint
+from tinymim.models.vit_weights import load_vit_checkpoint, read_checkpoint
 
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'convert_checkpoint.py'
-spec = importlib.util.spec_from_file_location('convert_checkpoint', TOOL)
-convert_checkpoint = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(convert_checkpoint)
+tool = load_tool('convert_checkpoint')
 
 ARCH = dict(embed_dims=64, num_layers=2, num_heads=2)
 
@@ -28,17 +24,18 @@ def random_vit(**kwargs):
 
 def test_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        convert_checkpoint.main(['--help'])
+        tool.main(['--help'])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert 'usage:' in out and '--to {tinymim,timm}' in out and '--img-size' in out
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_official_mae_to_timm_loads_into_timm(tmp_path):
     src = random_vit()
     torch.save({'model': src.state_dict()}, tmp_path / 'mae.pth')
-    convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'timm.pth'), '--to', 'timm'])
+    run_tool('tools/convert_checkpoint.py', str(tmp_path / 'mae.pth'), str(tmp_path / 'timm.pth'), '--to', 'timm')
     state = torch.load(tmp_path / 'timm.pth', weights_only=True)
     timm_vit = TimmViT(img_size=64, embed_dim=64, depth=2, num_heads=2, num_classes=0).eval()
     timm_vit.load_state_dict(state)  # strict: exactly timm's keys
@@ -55,7 +52,7 @@ def test_mmseg_beit_to_tinymim_format_with_resize(tmp_path):
     torch.save({'state_dict': {'backbone.' + k: v.half() for k, v in beit.state_dict().items()}},
                tmp_path / 'upernet_beit.pth')
     dst = tmp_path / 'out' / 'beit-128.pth'
-    convert_checkpoint.main([str(tmp_path / 'upernet_beit.pth'), str(dst), '--img-size', '128'])
+    convert_checkpoint(str(tmp_path / 'upernet_beit.pth'), str(dst), img_size=[128])
     converted = read_checkpoint(str(dst))
     meta = converted['meta']
     assert meta['format'] == 'tinymim-vit' and meta['grid_size'] == [8, 8] and meta['arch'] is None
@@ -71,7 +68,7 @@ def test_distiller_checkpoint_with_zoo_arch(tmp_path):
     student = VisionTransformer('tiny', img_size=32)
     torch.save({'state_dict': {'student.' + k: v for k, v in student.state_dict().items()}, 'meta': {}},
                tmp_path / 'iter_100.pth')
-    out = convert_checkpoint.convert(str(tmp_path / 'iter_100.pth'), str(tmp_path / 'vit-t.pth'))
+    out = convert_checkpoint(str(tmp_path / 'iter_100.pth'), str(tmp_path / 'vit-t.pth'))
     assert out['meta']['arch'] == 'tiny' and out['meta']['grid_size'] == [2, 2]
     torch.testing.assert_close(out['state_dict']['blocks.11.mlp.fc2.weight'],
                                student.state_dict()['blocks.11.mlp.fc2.weight'], rtol=0, atol=0)
@@ -80,9 +77,9 @@ def test_distiller_checkpoint_with_zoo_arch(tmp_path):
 def test_wrong_arch_and_same_path_raise(tmp_path):
     torch.save({'model': random_vit().state_dict()}, tmp_path / 'mae.pth')
     with pytest.raises(ValueError, match='has 2 blocks but the model has 12'):
-        convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'out.pth'), '--arch', 'small'])
+        convert_checkpoint(str(tmp_path / 'mae.pth'), str(tmp_path / 'out.pth'), arch='small')
     with pytest.raises(ValueError, match='refusing to overwrite'):
-        convert_checkpoint.main([str(tmp_path / 'mae.pth'), str(tmp_path / 'mae.pth')])
+        convert_checkpoint(str(tmp_path / 'mae.pth'), str(tmp_path / 'mae.pth'))
     assert not (tmp_path / 'out.pth').exists()
 
 
@@ -92,13 +89,13 @@ def test_grid_of_a_non_square_checkpoint(tmp_path):
     src = VisionTransformer(ARCH, img_size=(32, 64), use_rel_pos_bias=True)
     torch.save({'model': src.state_dict()}, tmp_path / 'seg.pth')
     with pytest.raises(ValueError, match=r'records no grid .*--grid H W'):
-        convert_checkpoint.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'out.pth')])
-    convert_checkpoint.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'same.pth'), '--grid', '2', '4'])
+        convert_checkpoint(str(tmp_path / 'seg.pth'), str(tmp_path / 'out.pth'))
+    convert_checkpoint(str(tmp_path / 'seg.pth'), str(tmp_path / 'same.pth'), grid=[2, 4])
     same = read_checkpoint(str(tmp_path / 'same.pth'))
     assert same['meta']['grid_size'] == [2, 4]
     torch.testing.assert_close(same['state_dict']['pos_embed'], src.pos_embed.detach(), rtol=0, atol=0)
-    convert_checkpoint.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'square.pth'), '--grid', '2', '4',
-                             '--img-size', '64'])
+    # through the command line: --grid and --img-size as users pass them
+    tool.main([str(tmp_path / 'seg.pth'), str(tmp_path / 'square.pth'), '--grid', '2', '4', '--img-size', '64'])
     square = read_checkpoint(str(tmp_path / 'square.pth'))
     assert square['meta']['grid_size'] == [4, 4] and square['state_dict']['pos_embed'].shape == (1, 17, 64)
 
@@ -106,11 +103,17 @@ def test_grid_of_a_non_square_checkpoint(tmp_path):
 def test_reference_tstar_files(tmp_path):
     """TinyMIM-FT-Tstar.pth keeps its distillation token and conv1x1; a reference (mmseg 0.x)
     TinyMIM*-T segmentation checkpoint gives its backbone, in timm names."""
-    from reference_segmentation import RefBackbone, ft_tstar_file, randomize, reference_checkpoint, reference_heads
+    from tests.helpers.reference_segmentation import (
+        RefBackbone,
+        ft_tstar_file,
+        randomize,
+        reference_checkpoint,
+        reference_heads,
+    )
 
     ref = randomize(RefBackbone(32, 2, 4, (4, 4), star=True, proj_dims=48, out=64))
     ft_tstar_file(tmp_path / 'TinyMIM-FT-Tstar.pth', ref, grid_side=4)
-    out = convert_checkpoint.convert(str(tmp_path / 'TinyMIM-FT-Tstar.pth'), str(tmp_path / 'tstar.pth'))
+    out = convert_checkpoint(str(tmp_path / 'TinyMIM-FT-Tstar.pth'), str(tmp_path / 'tstar.pth'))
     assert out['meta']['grid_size'] == [4, 4]
     converted = out['state_dict']
     assert converted['pos_embed'].shape == (1, 18, 32) and 'dist_token' in converted
@@ -118,7 +121,7 @@ def test_reference_tstar_files(tmp_path):
                                                                        for k in converted)
     head, aux = reference_heads(64, 8, 8)
     torch.save(reference_checkpoint(ref, head, aux), tmp_path / 'upernet_tstar.pth')
-    out = convert_checkpoint.convert(str(tmp_path / 'upernet_tstar.pth'), str(tmp_path / 'tstar_backbone.pth'))
+    out = convert_checkpoint(str(tmp_path / 'upernet_tstar.pth'), str(tmp_path / 'tstar_backbone.pth'))
     assert "'backbone.' weights, BEiT-style keys" in out['meta']['source_format']
     torch.testing.assert_close(out['state_dict']['blocks.1.ls2.gamma'], ref.blocks[1].gamma_2, rtol=0, atol=0)
     model = TinyMIMViT(dict(embed_dims=32, num_layers=2, num_heads=4), img_size=64, out_indices=(0, 1),

@@ -8,12 +8,11 @@ import sys
 import matplotlib.image as mpimg
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_TEACHER, load_tool
 from mmengine.config import Config, DictAction
 
+from tests.helpers.distill import ROOT, TINY_TEACHER
+from tinymim.apis import checkpoint_arch, demo, load_tool
 from tinymim.models.vit import ARCH_ZOO, VisionTransformer, check_heads
-
-demo = load_tool('demo')
 
 
 @pytest.fixture(scope='module')
@@ -27,6 +26,7 @@ def quick_demo(tmp_path_factory):
     return work_dir, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_summary_and_pictures(quick_demo):
     work_dir, output = quick_demo
     assert 'RANDOMLY INITIALISED' in output  # said plainly when TEACHER is not set
@@ -52,11 +52,11 @@ def test_quick_demo_writes_summary_and_pictures(quick_demo):
 def test_teacher_arch_is_read_from_the_checkpoint(tmp_path):
     path = str(tmp_path / 'vit_tiny.pth')
     torch.save({'model': VisionTransformer(arch='tiny', img_size=32).state_dict()}, path)
-    assert demo.teacher_arch(path) == 'tiny'
+    assert checkpoint_arch(path) == 'tiny'
     odd = str(tmp_path / 'odd.pth')
     torch.save(VisionTransformer(arch=TINY_TEACHER, img_size=32).state_dict(), odd)
     with pytest.raises(ValueError, match='width 64 and depth 3'):
-        demo.teacher_arch(odd)
+        checkpoint_arch(odd)
 
 
 @pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
@@ -74,4 +74,4 @@ def test_teacher_of_any_size_pairs_with_the_demo_student(arch):
 
 def test_missing_teacher_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='TEACHER=.*nope.pth does not exist'):
-        demo.main(['--teacher', str(tmp_path / 'nope.pth'), '--work-dir', str(tmp_path / 'wd')])
+        load_tool('demo').main(['--teacher', str(tmp_path / 'nope.pth'), '--work-dir', str(tmp_path / 'wd')])

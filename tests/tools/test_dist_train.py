@@ -3,7 +3,10 @@ import socket
 import sys
 
 import pytest
-from reliability_helpers import read_losses, run_tool, write_distill_config, write_seg_config
+
+from tests.helpers.reliability import read_losses, run_tool, write_distill_config, write_seg_config
+
+pytestmark = pytest.mark.slow  # two training processes per test
 
 
 def _free_port() -> str:

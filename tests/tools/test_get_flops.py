@@ -1,7 +1,8 @@
 """`tools/analysis/get_flops.py` reproduces the FLOPs table in docs/segmentation.md."""
 import os.path as osp
 
-from distill_helpers import ROOT, load_tool
+from tests.helpers.distill import ROOT
+from tinymim.apis import load_tool
 
 get_flops = load_tool('analysis/get_flops')
 

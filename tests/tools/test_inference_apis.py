@@ -12,7 +12,8 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.runner.checkpoint import save_checkpoint
 from mmseg.apis import MMSegInferencer, inference_model, init_model, show_result_pyplot
-from seg_helpers import UPERNET_DIR, build_segmentor, set_test_resize
+
+from tests.helpers.seg import UPERNET_DIR, build_segmentor, set_test_resize
 
 # One config per test pipeline and backbone kind: the paper configs share the ADE20K
 # test pipeline of mmseg_configs/_base_/datasets/ade20k_tinymim.py (B, S, T and the

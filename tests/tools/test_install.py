@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the install script and the stack check in subprocesses
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

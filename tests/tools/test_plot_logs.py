@@ -5,7 +5,8 @@ import time
 
 import matplotlib.image as mpimg
 import pytest
-from distill_helpers import load_tool
+
+from tinymim.apis import load_tool
 
 plot_logs = load_tool('plot_logs')
 

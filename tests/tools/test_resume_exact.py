@@ -1,10 +1,13 @@
 """SIGKILL a training process after iteration k, resume, and compare with an uninterrupted run."""
 import os.path as osp
 
+import pytest
 import torch
-from reliability_helpers import read_losses, run_tool, write_distill_config, write_seg_config
 
 import tinymim  # noqa: F401  (weights_only allow-list for mmengine checkpoints)
+from tests.helpers.reliability import read_losses, run_tool, write_distill_config, write_seg_config
+
+pytestmark = pytest.mark.slow  # training subprocesses, killed and resumed
 
 
 def _kill_resume_and_compare(tmp_path, config, kill_at, resumed_from):

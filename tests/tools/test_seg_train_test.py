@@ -7,11 +7,13 @@ import re
 import sys
 
 import pytest
-from distill_helpers import load_tool
 from mmengine.config import Config
-from seg_helpers import ROOT, UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
 
+from tests.helpers.seg import ROOT, UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
+from tinymim.apis import load_tool
 from tinymim.datasets import make_synthetic_ade20k
+
+pytestmark = pytest.mark.slow  # mim/tools train and test subprocesses
 
 DEMO_CONFIG = osp.join(ROOT, 'mmseg_configs', 'demo', 'upernet_tinymim-vit-t_1xb8-150_demo-synthetic-128x128.py')
 
@@ -143,7 +145,7 @@ STAR_EXTRA = "optim_wrapper = dict(type='OptimWrapper')  # AmpOptimWrapper needs
 
 
 def star_reference():
-    from reference_segmentation import RefBackbone, randomize
+    from tests.helpers.reference_segmentation import RefBackbone, randomize
     return randomize(RefBackbone(STAR['dim'], STAR['depth'], STAR['heads'], (4, 4), star=True,
                                  proj_dims=STAR['proj'], out=STAR['pyramid']))
 
@@ -151,7 +153,7 @@ def star_reference():
 @pytest.fixture(scope='module')
 def star_trained(trained):
     """Fine-tuned from a file in TinyMIM-FT-Tstar.pth's layout, as the config's recipe."""
-    from reference_segmentation import ft_tstar_file
+    from tests.helpers.reference_segmentation import ft_tstar_file
 
     tmp = trained['tmp']
     pretrained = str(tmp / 'TinyMIM-FT-Tstar.pth')
@@ -181,7 +183,8 @@ def test_reference_star_checkpoint_through_the_test_tool(star_trained, tmp_path)
     import torch
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model
-    from reference_segmentation import reference_checkpoint, reference_heads
+
+    from tests.helpers.reference_segmentation import reference_checkpoint, reference_heads
 
     backbone = star_reference()
     head, aux = reference_heads(STAR['pyramid'], STAR['head'], STAR['aux'])

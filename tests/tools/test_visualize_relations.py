@@ -4,9 +4,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-from distill_helpers import ROOT, TINY_STUDENT, TINY_TEACHER, load_tool, write_images, write_teacher
 
-visualize_relations = load_tool('visualize_relations')
+from tests.helpers.distill import ROOT, TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
+from tests.helpers.seg import run_tool
+from tinymim.apis import load_tool
+from tinymim.apis import relations as visualize_relations
+
+tool = load_tool('visualize_relations')
 DISTILL_CONFIG = osp.join(ROOT, 'mmseg_configs', 'distill', 'tinymim_tinymim-vit-s_to_vit-t_32xb128-300e_in1k.py')
 
 
@@ -45,12 +49,14 @@ def test_a_student_identical_to_the_teacher_has_the_teachers_relations(setup):
         assert visualize_relations.row_kl(teacher[:, 5], student[:, 5]) == pytest.approx(0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_random_student_differs_and_figure_is_written(setup, tmp_path):
     root, config, image = setup
     student = write_teacher(root / 'student.pth', arch=TINY_STUDENT, img_size=64, seed=1)
     del student
     out = tmp_path / 'relations.png'
-    visualize_relations.main([config, str(root / 'student.pth'), image, '--queries', 'cls', '1,2', '--out', str(out)])
+    run_tool('tools/visualize_relations.py', config, str(root / 'student.pth'), image, '--queries', 'cls', '1,2',
+             '--out', str(out))
     picture = mpimg.imread(str(out))
     assert picture.shape[0] > 200 and picture.shape[1] > 5 * 100  # 2 query rows, image + 4 maps
     model = visualize_relations.build_distiller(config, str(root / 'student.pth'))
@@ -86,4 +92,4 @@ def test_bad_input_is_named(setup):
     with pytest.raises(ValueError, match='not a distillation config'):
         visualize_relations.build_distiller(seg_config, str(root / 'teacher.pth'))
     with pytest.raises(SystemExit):
-        visualize_relations.parse_args([config, 'ckpt', image, '--queries', 'middle'])
+        tool.parse_args([config, 'ckpt', image, '--queries', 'middle'])

@@ -84,9 +84,9 @@ def load_segmentor_weights(model: nn.Module, checkpoint: str) -> None:
     does not fit."""
     from mmengine.logging import print_log
 
-    from tinymim.models.checkpoint import read_checkpoint, summarize_keys
     from tinymim.models.segmentors import ViTEncoderDecoder
     from tinymim.models.segmentors.segmentor_checkpoint import is_segmentor_state, segmentor_state_dict
+    from tinymim.models.vit_weights import read_checkpoint, summarize_keys
 
     ckpt = read_checkpoint(checkpoint)
     state = ckpt.get('state_dict', ckpt)

@@ -16,11 +16,10 @@ Used by every tinymim config through ``runner_type='TinyMIMRunner'`` in
 - gives every data loader its own seeded ``torch.Generator`` so that starting a data
   loader iterator does not draw from the global RNG, and wraps the data set of a
   ``ResumableSampler`` loader in ``SampleSeededDataset``;
-- runs distributed on CPU: gloo instead of nccl, DDP without ``device_ids``, SyncBN
-  reverted to BN (torch's SyncBatchNorm is CUDA-only).
+- runs distributed on CPU: gloo instead of nccl (``engine/dist.py``), DDP without
+  ``device_ids``, SyncBN reverted to BN (torch's SyncBatchNorm is CUDA-only).
 """
 import copy
-import logging
 import os
 import os.path as osp
 
@@ -31,7 +30,8 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.runner import Runner
 from mmseg.registry import DATA_SAMPLERS, RUNNERS
 
-from . import checkpoint_io
+from . import checkpoint_files
+from .dist import cuda_usable, setup_cpu_dist
 
 DEFAULT_HOOK_UPGRADES = {'CheckpointHook': 'AtomicCheckpointHook'}
 ALWAYS_ON_HOOKS = ('ExactResumeHook', 'NonFiniteLossHook')
@@ -45,55 +45,22 @@ class CheckpointLoadError(RuntimeError):
     """A checkpoint given to resume/load_from cannot be read."""
 
 
-def _cuda_usable() -> bool:
-    return torch.cuda.is_available() and torch.cuda.device_count() > 0
-
-
-def _init_cpu_process_group(launcher: str, dist_cfg: dict) -> None:
-    """mmengine's init_dist calls ``torch.cuda.set_device``, which fails without a GPU."""
-    import datetime
-
-    import torch.distributed as torch_dist
-    if launcher == 'slurm':  # the variables torchrun would set, from srun's
-        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
-        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
-        os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
-        os.environ.setdefault('MASTER_PORT', '29500')
-        if 'MASTER_ADDR' not in os.environ:
-            import subprocess
-            nodes = subprocess.getoutput(f'scontrol show hostname {os.environ["SLURM_NODELIST"]}')
-            os.environ['MASTER_ADDR'] = nodes.splitlines()[0]
-    elif launcher != 'pytorch':
-        raise ValueError(f'launcher {launcher!r} is not supported without a GPU; use pytorch or slurm')
-    kwargs = {}
-    if dist_cfg.get('timeout') is not None:
-        kwargs['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
-    torch_dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
-                                  world_size=int(os.environ['WORLD_SIZE']), **kwargs)
-
-
 @RUNNERS.register_module()
 class TinyMIMRunner(Runner):
 
     def __init__(self, *args, **kwargs) -> None:
         if kwargs.get('work_dir'):  # before mmengine creates log files in it
-            checkpoint_io.ensure_writable_dir(kwargs['work_dir'])
+            checkpoint_files.ensure_writable_dir(kwargs['work_dir'])
         super().__init__(*args, **kwargs)
 
     # ---- environment -------------------------------------------------------------
     def setup_env(self, env_cfg: dict) -> None:
-        if self.distributed and not _cuda_usable():
-            import torch.distributed as torch_dist
-            dist_cfg = env_cfg.get('dist_cfg', {})
-            if dist_cfg.get('backend', 'nccl') != 'gloo':
-                print_log(f"No GPU: using the gloo backend instead of {dist_cfg.get('backend', 'nccl')}.",
-                          logger='current', level=logging.WARNING)
-            if not torch_dist.is_initialized():
-                _init_cpu_process_group(self.launcher, dist_cfg)
+        if self.distributed and not cuda_usable():
+            setup_cpu_dist(self.launcher, env_cfg)
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):
-        if self.distributed and not _cuda_usable():
+        if self.distributed and not cuda_usable():
             self.logger.warning('Distributed training on CPU: SyncBN layers become per-process BN '
                                 '(torch SyncBatchNorm needs CUDA).')
             model = revert_sync_batchnorm(model)
@@ -148,10 +115,10 @@ class TinyMIMRunner(Runner):
         if not local:  # object stores: their put() is already all-or-nothing
             return super().save_checkpoint(out_dir, filename, file_client_args, *args,
                                            backend_args=backend_args, **kwargs)
-        tmp_path = osp.join(out_dir, checkpoint_io.temporary_name(filename))
+        tmp_path = osp.join(out_dir, checkpoint_files.temporary_name(filename))
         try:
-            super().save_checkpoint(out_dir, checkpoint_io.temporary_name(filename), None, *args, **kwargs)
-            checkpoint_io.commit_file(tmp_path, final_path)
+            super().save_checkpoint(out_dir, checkpoint_files.temporary_name(filename), None, *args, **kwargs)
+            checkpoint_files.commit_file(tmp_path, final_path)
         except OSError as error:
             if osp.exists(tmp_path):
                 os.remove(tmp_path)
@@ -163,20 +130,20 @@ class TinyMIMRunner(Runner):
     def load_checkpoint(self, filename, *args, **kwargs):
         if osp.isfile(filename):  # name the file instead of a bare unpickling/zip error
             try:
-                checkpoint_io.probe_checkpoint(filename)
+                checkpoint_files.probe_checkpoint(filename)
             except Exception as error:
                 raise CheckpointLoadError(
-                    f'Cannot read checkpoint {filename} ({checkpoint_io.describe_error(error)}): it is cut off, '
+                    f'Cannot read checkpoint {filename} ({checkpoint_files.describe_error(error)}): it is cut off, '
                     'not a torch checkpoint, or holds objects that weights_only loading refuses. `--resume auto` picks '
                     'the newest complete checkpoint of the work_dir.') from error
         return super().load_checkpoint(filename, *args, **kwargs)
 
     def load_or_resume(self) -> None:
         if not self._has_loaded and self._resume and self._load_from is None:
-            resume_from = checkpoint_io.find_resumable_checkpoint(self.work_dir)
+            resume_from = checkpoint_files.find_resumable_checkpoint(self.work_dir)
             if resume_from is None:
-                self.logger.info(f'No complete checkpoint in {", ".join(checkpoint_io.checkpoint_dirs(self.work_dir))} '
-                                 'to resume from: starting from scratch.')
+                searched = ', '.join(checkpoint_files.checkpoint_dirs(self.work_dir))
+                self.logger.info(f'No complete checkpoint in {searched} to resume from: starting from scratch.')
                 return
             self.logger.info(f'Auto-resuming from the newest complete checkpoint {resume_from}.')
             self.resume(resume_from)

@@ -134,7 +134,7 @@ class VisionTransformer(BaseModule):
             LayerNorm with PyTorch's default eps 1e-5, as there). The
             segmentation backbone applies it to the last block's tokens.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads any
-            supported checkpoint format (see ``tinymim.models.checkpoint``);
+            supported checkpoint format (see ``tinymim.models.vit_weights``);
             optional ``prefix``, ``map_location`` and ``fresh_keys``.
     """
 
@@ -223,7 +223,7 @@ class VisionTransformer(BaseModule):
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from .checkpoint import load_vit_checkpoint
+            from .vit_weights import load_vit_checkpoint
             load_vit_checkpoint(self, cfg['checkpoint'], map_location=cfg.get('map_location', 'cpu'),
                                 prefix=cfg.get('prefix'), fresh_keys=cfg.get('fresh_keys', ()))
             self._is_init = True

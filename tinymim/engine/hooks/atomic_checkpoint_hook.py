@@ -5,7 +5,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
-from ..checkpoint_io import atomic_write_text
+from ..checkpoint_files import atomic_write_text
 
 
 @HOOKS.register_module()

@@ -11,9 +11,9 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 from mmseg.registry import MODELS
 
-from ..checkpoint import load_vit_checkpoint, summarize_keys
 from ..losses import relation_matrix
 from ..vit import CLS_OUTPUT, VisionTransformer, check_heads
+from ..vit_weights import load_vit_checkpoint, summarize_keys
 from .masking import keep_tokens, random_token_index
 from .targets import Taps, build_target, uses_qkv
 
@@ -91,7 +91,7 @@ class TinyMIMDistiller(BaseModel):
     Args:
         teacher: ``VisionTransformer`` arguments plus ``checkpoint`` (required:
             an MAE file, a distillation checkpoint of an earlier step, timm or
-            mmseg weights; see ``tinymim.models.checkpoint``).
+            mmseg weights; see ``tinymim.models.vit_weights``).
         student: ``VisionTransformer`` arguments (arch, num_heads, drop path,
             ``pos_embed_type='sincos'``, optionally a Pretrained ``init_cfg``).
         teacher_block / student_block: 1-based numbers of the distilled

@@ -9,7 +9,7 @@ inside any loader (mmengine's, torch's) before the weights are copied:
 
 * a **segmentor checkpoint** (``backbone.*`` next to ``neck.*`` /
   ``decode_head.*``) has its backbone converted like any ViT checkpoint
-  (``tinymim.models.checkpoint``: mmseg MAE/BEiT/ViT keys, BEiT-style
+  (``tinymim.models.vit_weights``: mmseg MAE/BEiT/ViT keys, BEiT-style
   ``gamma_1``, resized position tables). The reference TinyMIM segmentation
   code (mmseg 0.x) keeps the pyramid inside the backbone as ``fpn1..fpn4``;
   those weights move to the neck. Then every backbone, neck and decode-head
@@ -28,8 +28,8 @@ from typing import Dict, List, Tuple
 import torch
 from mmengine.logging import print_log
 
-from ..checkpoint import prepare_vit_state_dict, summarize_keys
 from ..necks.vit_pyramid_neck import REFERENCE_LEVELS
+from ..vit_weights import prepare_vit_state_dict, summarize_keys
 
 SEGMENTOR_PARTS = ('backbone.', 'neck.', 'decode_head.', 'auxiliary_head.')
 REFERENCE_PYRAMID = re.compile(r'^(fpn[1-4])\.(.+)$')

@@ -1,5 +1,4 @@
 """Shared pieces of the distillation tests: tiny ViTs, teacher files, images."""
-import importlib.util
 import os.path as osp
 
 import cv2
@@ -8,7 +7,7 @@ import torch
 
 from tinymim.models.vit import VisionTransformer
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_TEACHER = dict(embed_dims=64, num_layers=3, num_heads=4)
 TINY_STUDENT = dict(embed_dims=32, num_layers=2, num_heads=2)
 
@@ -42,14 +41,6 @@ def write_images(folder, count, size=(40, 48), ext='.png', seed=0):
         assert cv2.imwrite(path, img)
         paths.append(path)
     return paths
-
-
-def load_tool(name: str):
-    """Import ``tools/<name>.py`` (tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f'tinymim_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def naive_relation_kl(s_a, s_b, t_a, t_b):

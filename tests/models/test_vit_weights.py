@@ -10,12 +10,12 @@ from mmengine.runner.checkpoint import save_checkpoint
 from mmseg.models.backbones import MAE, BEiT
 from mmseg.models.backbones import VisionTransformer as MMSegViT
 from mmseg.registry import MODELS
-from resize_reference import resize_bias_table_reference, resize_pos_embed_reference
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from tests.helpers.resize_reference import resize_bias_table_reference, resize_pos_embed_reference
 from tinymim.models import TinyMIMViT, VisionTransformer
-from tinymim.models.checkpoint import detect_format, load_vit_checkpoint, read_checkpoint, to_timm_state_dict
 from tinymim.models.pos_embed import resize_pos_embed
+from tinymim.models.vit_weights import detect_format, load_vit_checkpoint, read_checkpoint, to_timm_state_dict
 
 ARCH = dict(embed_dims=64, num_layers=2, num_heads=2)
 

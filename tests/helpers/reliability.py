@@ -8,16 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from distill_helpers import TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TESTS = osp.join(ROOT, 'tests')
+from tests.helpers.distill import TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DISTILL_CONFIG = osp.join(ROOT, 'mmseg_configs/distill/tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py')
 SEG_CONFIG = osp.join(ROOT, 'mmseg_configs/upernet/upernet_tinymim-vit-t_1xb8-400_ade20k-synthetic-128x128.py')
 TINY_SEG_ARCH = dict(embed_dims=32, num_layers=4, num_heads=2)
 
 COMMON = """
-custom_imports = dict(imports=['tinymim', 'training_probe'], allow_failed_imports=False)
+custom_imports = dict(imports=['tinymim', 'tests.helpers.training_probe'], allow_failed_imports=False)
 randomness = dict(seed=0)
 custom_hooks = [dict(type='TrainingProbeHook')]
 env_cfg = dict(cudnn_benchmark=False)
@@ -124,8 +124,9 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ckpt_eve
 
 def run_tool(args, probe_dir=None, env=None, timeout=300, launcher=None):
     """Run ``tools/train.py ARGS`` (or a shell tool) in a fresh process; returns CompletedProcess."""
-    # Prepended, not replaced: an environment may provide packages through PYTHONPATH.
-    python_path = os.pathsep.join(p for p in (TESTS, ROOT, os.environ.get('PYTHONPATH')) if p)
+    # The checkout first (``tests.helpers.training_probe``; it also shadows mmseg's wheel, which ships a
+    # top-level ``tests``); prepended, not replaced: an environment may provide packages through PYTHONPATH.
+    python_path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
     full_env = dict(os.environ, PYTHONPATH=python_path, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     for key in list(full_env):
         if key.startswith('TINYMIM_PROBE'):

@@ -1,4 +1,4 @@
-"""Crash-safe checkpoint files: write to a temporary file, fsync, rename; find the newest loadable one."""
+"""Crash-safe checkpoint files: atomic writes (temporary file, fsync, rename), probing, finding the newest one."""
 import glob
 import logging
 import os
@@ -52,7 +52,7 @@ def probe_checkpoint(path: str):
     try:
         return torch.load(path, map_location='cpu', mmap=True, weights_only=True)
     except Exception:
-        from tinymim.models.checkpoint import read_checkpoint
+        from tinymim.models.vit_weights import read_checkpoint
         return read_checkpoint(path)
 
 
