@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS, RUNNERS
 
 from tests.helpers.distill import ROOT, TINY_TEACHER, write_images, write_teacher
@@ -76,6 +77,7 @@ def test_schedule_recipe():
 
 
 def test_weight_decay_groups(tmp_path):
+    init_default_scope('mmseg')  # as the config's default_scope makes the Runner do
     cfg = Config.fromfile(osp.join(CONFIG_DIR, 'tinymim_mae-vit-b_to_vit-t_32xb128-300e_in1k.py'))
     write_teacher(tmp_path / 'teacher.pth', arch=TINY_TEACHER, img_size=224)
     cfg.model.teacher = dict(arch=TINY_TEACHER, checkpoint=str(tmp_path / 'teacher.pth'))
