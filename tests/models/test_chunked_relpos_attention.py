@@ -116,6 +116,7 @@ def test_backbone_trains_the_same_with_either_impl():
         torch.testing.assert_close(grads['chunked'][name], g, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow  # torch.compile of a backbone: about 12 s
 def test_backbone_with_the_lean_training_paths_compiles():
     """torch.compile (mmengine's ``compile=True``) traces the chunked
     attention, the lean MLP and drop path in one graph, and matches eager.
