@@ -7,7 +7,9 @@ import importlib.util
 import os.path as osp
 from types import ModuleType
 
-PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# realpath: the install links site-packages/tinymim to the checkout's package (for mim), and a
+# script run as `python tools/x.py` imports it through that link; the checkout's folders must still win.
+PACKAGE_DIR = osp.dirname(osp.dirname(osp.realpath(__file__)))
 # (root, name of the configs folder there): the checkout first, so edits there are what runs.
 _LAYOUTS = ((osp.dirname(PACKAGE_DIR), 'mmseg_configs'), (osp.join(PACKAGE_DIR, '.mim'), 'configs'))
 
