@@ -10,3 +10,23 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# Variables that steer process groups and launchers: a test that leaves one set changes what every later
+# multi-process test connects to (a leaked MASTER_ADDR makes tools/dist_train.sh wait for a host that
+# does not exist), so a leak fails the test that caused it.
+DIST_ENV = ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE')
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dist_env(request):
+    before = {k: os.environ.get(k) for k in DIST_ENV}
+    yield
+    leaked = {k: os.environ.get(k) for k in DIST_ENV if os.environ.get(k) != before[k]}
+    for key, value in before.items():  # restore, so one leak does not fail the tests after it
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if leaked:
+        pytest.fail(f'{request.node.nodeid} left distributed variables changed in os.environ: {leaked}')
