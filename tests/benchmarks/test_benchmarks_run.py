@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tests.helpers import ROOT
+
 FAST = ['--warmup', '0', '--repeats', '1', '--threads', '1', '--rounds', '1']
 
 

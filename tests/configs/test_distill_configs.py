@@ -9,7 +9,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS, RUNNERS
 
-from tests.helpers.distill import ROOT, TINY_TEACHER, write_images, write_teacher
+from tests.helpers import ROOT
+from tests.helpers.distill import TINY_TEACHER, write_images, write_teacher
 from tinymim.apis import load_tool
 from tinymim.models.vit import check_heads, resolve_arch
 

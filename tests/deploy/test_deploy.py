@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.seg import ROOT, config_path, run_tool, write_tiny_config
+from tests.helpers import ROOT
+from tests.helpers.seg import config_path, run_tool, write_tiny_config
 from tinymim.apis import load_tool
 from tinymim.datasets import make_synthetic_ade20k
 from tinymim.deploy import export as ex

@@ -7,7 +7,6 @@ import torch
 
 from tinymim.models.vit import VisionTransformer
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_TEACHER = dict(embed_dims=64, num_layers=3, num_heads=4)
 TINY_STUDENT = dict(embed_dims=32, num_layers=2, num_heads=2)
 

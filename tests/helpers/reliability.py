@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.distill import TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DISTILL_CONFIG = osp.join(ROOT, 'mmseg_configs/distill/tinymim_mae-vit-b_to_vit-s_32xb128-300e_in1k.py')
 SEG_CONFIG = osp.join(ROOT, 'mmseg_configs/upernet/upernet_tinymim-vit-t_1xb8-400_ade20k-synthetic-128x128.py')
 TINY_SEG_ARCH = dict(embed_dims=32, num_layers=4, num_heads=2)

@@ -7,7 +7,8 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tests.helpers import ROOT
+
 UPERNET_DIR = osp.join(ROOT, 'mmseg_configs', 'upernet')
 SYNTHETIC_CONFIG = osp.join(UPERNET_DIR, 'upernet_tinymim-vit-t_1xb8-400_ade20k-synthetic-128x128.py')
 TINY_ARCH = dict(embed_dims=64, num_layers=4, num_heads=2)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from mmengine.config import Config, DictAction
 
-from tests.helpers.distill import ROOT, TINY_TEACHER
+from tests.helpers import ROOT
+from tests.helpers.distill import TINY_TEACHER
 from tinymim.apis import checkpoint_arch, demo, load_tool
 from tinymim.models.vit import ARCH_ZOO, VisionTransformer, check_heads
 

@@ -1,7 +1,7 @@
 """`tools/analysis/get_flops.py` reproduces the FLOPs table in docs/segmentation.md."""
 import os.path as osp
 
-from tests.helpers.distill import ROOT
+from tests.helpers import ROOT
 from tinymim.apis import load_tool
 
 get_flops = load_tool('analysis/get_flops')

@@ -9,7 +9,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from tests.helpers.seg import ROOT, UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
+from tests.helpers import ROOT
+from tests.helpers.seg import UPERNET_DIR, run_tool, set_test_resize, write_tiny_config
 from tinymim.apis import load_tool
 from tinymim.datasets import make_synthetic_ade20k
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tests.helpers import ROOT
 from tinymim.apis import tools
 
 
@@ -35,12 +36,11 @@ def test_a_checkout_imported_through_a_link_uses_its_own_folders(tmp_path):
     """The install links site-packages/tinymim to the checkout's package (for mim); a script run as
     ``python tools/x.py`` imports the package through that link and must still find the checkout's
     ``mmseg_configs``, so the commands it logs read as typed in the checkout."""
-    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     site = tmp_path / 'site-packages'
     site.mkdir()
-    (site / 'tinymim').symlink_to(osp.join(root, 'tinymim'))
+    (site / 'tinymim').symlink_to(osp.join(ROOT, 'tinymim'))
     code = 'import tinymim.apis.tools as t; print(t.__file__); print(t.configs_dir())'
     out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(site)},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0].startswith(str(site))  # imported through the link
-    assert out[1] == osp.join(osp.realpath(root), 'mmseg_configs')
+    assert out[1] == osp.join(osp.realpath(ROOT), 'mmseg_configs')

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.distill import ROOT, TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
+from tests.helpers import ROOT
+from tests.helpers.distill import TINY_STUDENT, TINY_TEACHER, write_images, write_teacher
 from tests.helpers.seg import run_tool
 from tinymim.apis import load_tool
 from tinymim.apis import relations as visualize_relations
