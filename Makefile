@@ -1,6 +1,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Most slow tests wait on subprocesses that import torch and mmseg on one
+# core, so two workers keep a 2-core machine busy; each test file stays on one worker, so its module
+# fixtures are built once. TEST_WORKERS=0 runs the suite in this process (for --pdb, say).
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install test test-fast demo lint clean check-install-from-source
 
@@ -8,12 +13,12 @@ install:
 	VENV=$(VENV) bash tools/install.sh
 
 test: install
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 # The edit-test loop: everything but the tests marked slow (training subprocesses, multi-process
 # runs, the demo, installs, ONNX deployment, benchmark runs).
 test-fast: install
-	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 demo: install
 	$(PY) tools/demo.py

@@ -3,8 +3,14 @@ import os
 import pytest
 import torch
 
-# CI machines have 2 cores; keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# CI machines have 2 cores; keep the test processes from oversubscribing them. `make test` runs the suite in
+# pytest-xdist workers, which share the cores: each worker, and every process a test starts from it (the
+# variable is inherited), gets its share, since oversubscribed OpenMP threads wait on each other.
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ['OMP_NUM_THREADS'] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +38,12 @@ def _no_leaked_dist_env(request):
             os.environ[key] = value
     if leaked:
         pytest.fail(f'{request.node.nodeid} left distributed variables changed in os.environ: {leaked}')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, files with slow tests go first. Whole files are handed to the workers in collection
+    order, so the long ones start at once and the short ones fill both workers' ends, instead of one long
+    file running alone at the end."""
+    if WORKERS > 1:
+        slow_files = {item.path for item in items if item.get_closest_marker('slow')}
+        items.sort(key=lambda item: item.path not in slow_files)  # stable: each file keeps its order

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from modelindex.load_model_index import load
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT as REPO
+
+ROOT = Path(REPO)
 
 
 def test_wheel_has_configs_tools_and_model_index(tmp_path):

@@ -31,7 +31,8 @@ from typing import Dict, List, NamedTuple
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tests.helpers import ROOT
+
 DOCS = ('README.md', *sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'docs', '*.md'))))
 SHELL_FENCES = ('bash', 'shell', 'sh', 'console')
 PYTHONS = {'python', 'python3', '.venv/bin/python', '$(VENV)/bin/python', '$PY'}

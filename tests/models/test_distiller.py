@@ -11,14 +11,14 @@ from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import get_state_dict
 from mmseg.registry import MODELS
 
+from tests.helpers import ROOT
 from tests.helpers.autograd import assert_grads_agree, param_grads
 from tests.helpers.distill import TINY_STUDENT, TINY_TEACHER, distiller_cfg, naive_relation_kl, write_teacher
 from tests.helpers.timm_twins import timm_twin
 from tinymim.models.distillers.masking import random_token_index
 from tinymim.models.losses import feature_loss
 
-DISTILL_SCHEDULE = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                            'mmseg_configs/_base_/schedules/distill_300e.py')
+DISTILL_SCHEDULE = osp.join(ROOT, 'mmseg_configs/_base_/schedules/distill_300e.py')
 
 
 @pytest.fixture(scope='module')

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT as REPO
+
 pytestmark = pytest.mark.slow  # runs the install script and the stack check in subprocesses
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(REPO)
 
 
 def _check(env=None):
